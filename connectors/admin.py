@@ -1,0 +1,105 @@
+"""Admin for ERP connections, exports and events (thin: actions call services)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from orderflow.admin import status_badge
+
+from .forms import ERPConnectionForm
+from .models import ConnectorEvent, ERPConnection, ERPExport
+
+
+class ReadOnlyAdminMixin:
+    """Rows written by the pipeline: staff look, the pipeline writes."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ExportInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = ERPExport
+    extra = 0
+    fields = ("export_link", "status_display", "filename", "attempts", "sent_at", "acked_at", "last_error")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    show_change_link = False
+
+    @admin.display(description="Export")
+    def export_link(self, obj: ERPExport) -> str:
+        url = reverse("admin:connectors_erpexport_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, str(obj.pk)[:8])
+
+    @admin.display(description="Status")
+    def status_display(self, obj: ERPExport) -> str:
+        return status_badge(obj.status, obj.get_status_display())
+
+
+@admin.register(ERPConnection)
+class ERPConnectionAdmin(admin.ModelAdmin):
+    form = ERPConnectionForm
+    list_display = ("name", "organization", "transport", "endpoint", "is_active", "last_poll_at", "last_poll_ok")
+    list_filter = ("is_active", "transport", "organization")
+    search_fields = ("name", "host", "organization__name", "organization__slug")
+    list_select_related = ("organization",)
+    readonly_fields = ("last_poll_at", "last_poll_ok", "last_poll_message", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("organization", "name", "is_active", "transport")}),
+        ("Server", {"fields": ("host", "port", "username", "host_key", "connect_timeout_seconds",
+                               "operation_timeout_seconds")}),
+        ("Credentials (write-only)", {"fields": ("password", "clear_password", "private_key", "clear_private_key",
+                                                 "private_key_passphrase", "clear_private_key_passphrase")}),
+        ("Directories", {"fields": ("export_path", "ack_path", "processed_path", "failed_path", "temp_suffix")}),
+        ("Delivery and polling", {"fields": ("max_attempts", "poll_interval_seconds", "min_ack_age_seconds",
+                                             "mapping")}),
+        ("Last poll", {"fields": ("last_poll_at", "last_poll_ok", "last_poll_message", "created_at",
+                                  "updated_at")}),
+    )
+
+    @admin.display(description="Endpoint")
+    def endpoint(self, obj: ERPConnection) -> str:
+        if obj.transport == "local":
+            return obj.export_path
+        return f"{obj.username}@{obj.host}:{obj.effective_port}"
+
+
+@admin.register(ERPExport)
+class ERPExportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("short_id", "draft", "connection", "status_display", "filename", "attempts", "next_attempt_at",
+                    "sent_at", "acked_at", "erp_order_number")
+    list_filter = ("status", "connection", "connection__organization")
+    search_fields = ("filename", "draft__order_number", "erp_order_number")
+    list_select_related = ("draft__organization", "connection")
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ERPExport | None = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="Export id", ordering="id")
+    def short_id(self, obj: ERPExport) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, obj: ERPExport) -> str:
+        return status_badge(obj.status, obj.get_status_display())
+
+
+@admin.register(ConnectorEvent)
+class ConnectorEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "level", "kind", "connection", "export", "message")
+    list_filter = ("level", "kind", "connection", "connection__organization")
+    search_fields = ("message", "export__filename")
+    list_select_related = ("connection", "export")
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ConnectorEvent | None = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]

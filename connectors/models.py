@@ -1,0 +1,184 @@
+"""ERP connections, the exports delivered through them, and their event timeline."""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from orderflow.models import DraftOrder, Organization
+
+from .crypto import EncryptedTextField
+from .transports import TRANSPORT_CHOICES, TransportSettings, default_port
+
+REMOTE_KINDS = ("sftp", "ftp", "ftps")
+
+
+class ERPConnection(models.Model):
+    """How one organization's ERP dropzone is reached (at most one active per organization)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="erp_connections")
+    name = models.CharField(max_length=100)
+    transport = models.CharField(max_length=10, choices=TRANSPORT_CHOICES, default="sftp")
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(65535)], help_text="Empty: the protocol's default."
+    )
+    username = models.CharField(max_length=150, blank=True)
+    password = EncryptedTextField(blank=True)
+    private_key = EncryptedTextField(blank=True, help_text="OpenSSH or PEM private key (ed25519, RSA, ECDSA).")
+    private_key_passphrase = EncryptedTextField(blank=True)
+    host_key = models.TextField(
+        blank=True,
+        help_text="The pinned server identity: an OpenSSH public key line for SFTP, a SHA256 certificate "
+        "fingerprint for FTPS. Use 'Test connection' to see and pin it.",
+    )
+    export_path = models.CharField(max_length=500, default="/inbound")
+    ack_path = models.CharField(max_length=500, default="/outbound")
+    processed_path = models.CharField(max_length=500, blank=True, help_text="Empty: <ack dir>/processed.")
+    failed_path = models.CharField(max_length=500, blank=True, help_text="Empty: <ack dir>/failed.")
+    temp_suffix = models.CharField(max_length=20, default=".tmp")
+    min_ack_age_seconds = models.PositiveIntegerField(default=10)
+    poll_interval_seconds = models.PositiveIntegerField(default=60, validators=[MinValueValidator(10)])
+    connect_timeout_seconds = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(120)]
+    )
+    operation_timeout_seconds = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(600)]
+    )
+    max_attempts = models.PositiveIntegerField(
+        default=8, validators=[MinValueValidator(1), MaxValueValidator(50)], help_text="Delivery attempts per export."
+    )
+    mapping = models.JSONField(default=dict, blank=True, help_text="Rewrites of the JSON v1 document (see docs).")
+    is_active = models.BooleanField(default=False)
+    last_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_poll_ok = models.BooleanField(null=True, editable=False)
+    last_poll_message = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "ERP connection"
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization"], condition=Q(is_active=True), name="one_active_connection_per_org",
+                violation_error_message="This organization already has an active ERP connection.",
+            ),
+            models.UniqueConstraint(fields=["organization", "name"], name="connection_name_unique_per_org"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_transport_display()})"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.transport in REMOTE_KINDS:
+            if not self.host:
+                errors["host"] = "A host is required for SFTP, FTP and FTPS."
+            if not self.username:
+                errors["username"] = "A user name is required for SFTP, FTP and FTPS."
+        for field in ("export_path", "ack_path", "processed_path", "failed_path"):
+            value = getattr(self, field)
+            if value and (".." in value.split("/") or "\x00" in value):
+                errors[field] = "The path may not contain '..' or NUL."
+        if not self.temp_suffix.startswith(".") or "/" in self.temp_suffix:
+            errors["temp_suffix"] = "The temp suffix must start with '.' and contain no '/', e.g. '.tmp'."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def effective_port(self) -> int | None:
+        return self.port or default_port(self.transport)
+
+    @property
+    def effective_processed_path(self) -> str:
+        return self.processed_path or posixpath.join(self.ack_path, "processed")
+
+    @property
+    def effective_failed_path(self) -> str:
+        return self.failed_path or posixpath.join(self.ack_path, "failed")
+
+    def transport_settings(self) -> TransportSettings:
+        """The plain settings a transport is built from (secrets decrypted in memory only)."""
+        return TransportSettings(
+            kind=self.transport,
+            host=self.host,
+            port=self.effective_port,
+            username=self.username,
+            password=self.password,
+            private_key=self.private_key,
+            private_key_passphrase=self.private_key_passphrase,
+            host_key=self.host_key.strip(),
+            temp_suffix=self.temp_suffix,
+            connect_timeout=float(self.connect_timeout_seconds),
+            operation_timeout=float(self.operation_timeout_seconds),
+        )
+
+
+class ERPExport(models.Model):
+    """One delivery of one draft; its id is the contract's ``export_id``."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        SENT = "SENT", "Sent"
+        ACKED = "ACKED", "Acknowledged"
+        FAILED = "FAILED", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    draft = models.ForeignKey(DraftOrder, on_delete=models.PROTECT, related_name="exports")
+    # Null while the organization has no active connection; assigned on activation.
+    connection = models.ForeignKey(
+        ERPConnection, on_delete=models.PROTECT, null=True, blank=True, related_name="exports"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    filename = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_error = models.TextField(blank=True)
+    payload = models.FileField(upload_to="exports/%Y/%m/", blank=True)
+    payload_sha256 = models.CharField(max_length=64, blank=True)
+    payload_size = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    acked_at = models.DateTimeField(null=True, blank=True)
+    erp_order_number = models.CharField(max_length=255, blank=True)
+    ack_body = models.JSONField(null=True, blank=True)
+    errors = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "ERP export"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return self.filename or f"export {str(self.id)[:8]}"
+
+
+class ConnectorEvent(models.Model):
+    """The timeline an admin reads instead of server logs."""
+
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    connection = models.ForeignKey(
+        ERPConnection, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+    )
+    export = models.ForeignKey(ERPExport, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    kind = models.CharField(max_length=40, db_index=True)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO, db_index=True)
+    message = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:80]}"

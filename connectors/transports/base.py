@@ -1,0 +1,255 @@
+"""The transport contract every dropzone protocol implements.
+
+A transport is built from plain :class:`TransportSettings` (never from a model
+row) so it runs in tests, benchmarks and the ERP simulator without Django.
+The base class fixes the order of the steps of the operations the pipeline
+relies on (``put_atomic``, ``move_no_overwrite``); subclasses provide small
+primitives.  Every fault leaves as :class:`TransportError`, which knows whether
+retrying can help.  Messages are written for an admin and never contain a
+secret.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """Everything a transport needs, as plain values.
+
+    ``host_key`` is the pinned server identity: an OpenSSH public key line
+    (``ssh-ed25519 AAAA…``) for SFTP, a ``SHA256:…`` certificate fingerprint
+    for FTPS.  Secrets are excluded from ``repr`` so they never reach a log.
+    """
+
+    kind: str
+    host: str = ""
+    port: int | None = None
+    username: str = ""
+    password: str = field(default="", repr=False)
+    private_key: str = field(default="", repr=False)
+    private_key_passphrase: str = field(default="", repr=False)
+    host_key: str = ""
+    temp_suffix: str = ".tmp"
+    connect_timeout: float = 10.0
+    operation_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    size: int
+    mtime: float | None  # seconds since the epoch, None where the server does not say
+
+
+@dataclass
+class Step:
+    """One timed step of opening or probing a connection (shown in "test connection")."""
+
+    name: str
+    ok: bool = True
+    detail: str = ""
+    seconds: float = 0.0
+
+
+class TransportError(Exception):
+    """The one error type of all transports.
+
+    ``permanent`` is True when retrying cannot help (authentication refused,
+    host key unknown or changed, permission denied, missing directory, file
+    already present).  ``code`` is a short machine-readable reason.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.code = code
+
+
+class HostKeyError(TransportError):
+    """The server's identity is not the pinned one (or none is pinned).
+
+    Carries what an admin needs to decide: the presented key (to pin it) and
+    both fingerprints.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        presented_key: str,
+        presented_fingerprint: str,
+        expected_fingerprint: str = "",
+    ) -> None:
+        super().__init__(message, permanent=True, code=code)
+        self.presented_key = presented_key
+        self.presented_fingerprint = presented_fingerprint
+        self.expected_fingerprint = expected_fingerprint
+
+
+# Codes used across transports, so services and tests can rely on them.
+CODE_EXISTS = "exists"
+CODE_NOT_FOUND = "not_found"
+CODE_PERMISSION = "permission_denied"
+CODE_AUTH = "auth_failed"
+CODE_HOST_KEY_UNKNOWN = "host_key_unknown"
+CODE_HOST_KEY_CHANGED = "host_key_changed"
+CODE_TIMEOUT = "timeout"
+CODE_REFUSED = "connection_refused"
+CODE_DNS = "dns"
+CODE_TOO_LARGE = "too_large"
+CODE_SIZE_MISMATCH = "size_mismatch"
+CODE_NETWORK = "network"
+
+
+class Transport(ABC):
+    """A connection to one dropzone.
+
+    Use as a context manager: ``with get_transport(settings) as t: …``; one
+    open transport serves a whole batch and is always closed.  Paths are
+    strings; remote transports use POSIX paths.
+    """
+
+    #: How many uploads may run at once over one open connection.
+    max_parallel_uploads: int = 1
+
+    def __init__(self, settings: TransportSettings) -> None:
+        self.settings = settings
+        self.steps: list[Step] = []
+
+    # -- lifecycle ---------------------------------------------------------
+    def __enter__(self) -> Transport:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect, verify the server's identity and log in, recording ``steps``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection; never raises."""
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        """Time one step of ``open``/probing; a failing step is recorded, then re-raised."""
+        record = Step(name=name)
+        started = time.monotonic()
+        try:
+            yield record
+        except Exception as err:
+            record.ok = False
+            record.detail = record.detail or str(err)
+            raise
+        finally:
+            record.seconds = round(time.monotonic() - started, 3)
+            self.steps.append(record)
+
+    # -- primitives every transport provides -------------------------------
+    @abstractmethod
+    def list_dir(self, directory: str) -> list[RemoteFile]:
+        """Regular files of ``directory`` (not sub-directories)."""
+
+    @abstractmethod
+    def stat(self, path: str) -> RemoteFile | None:
+        """The file at ``path``, or None when there is none."""
+
+    @abstractmethod
+    def read_file(self, path: str, *, max_bytes: int) -> bytes:
+        """The file's bytes; ``TransportError(code=CODE_TOO_LARGE)`` past ``max_bytes``."""
+
+    @abstractmethod
+    def write_file(self, path: str, data: bytes) -> None:
+        """Create or truncate ``path`` with ``data`` (no atomicity promised)."""
+
+    @abstractmethod
+    def rename(self, src: str, dst: str) -> None:
+        """The server's own rename; whether it overwrites ``dst`` depends on the server."""
+
+    @abstractmethod
+    def remove(self, path: str) -> None: ...
+
+    @abstractmethod
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and its parents; an existing directory is fine."""
+
+    # -- operations built on the primitives --------------------------------
+    def join(self, directory: str, name: str) -> str:
+        return posixpath.join(directory, name)
+
+    def rename_no_overwrite(self, src: str, dst: str) -> None:
+        """Rename, refusing with ``CODE_EXISTS`` when ``dst`` exists.
+
+        The default checks first; transports whose server refuses atomically
+        (OpenSSH's SFTP rename, ``link`` on a local disk) override it.
+        """
+        if self.stat(dst) is not None:
+            raise TransportError(f"{dst} already exists on the server", permanent=True, code=CODE_EXISTS)
+        self.rename(src, dst)
+
+    def put_atomic(self, directory: str, name: str, data: bytes) -> str:
+        """Write ``name + temp_suffix``, verify its size, rename it to ``name``.
+
+        Never overwrites: an existing final file is ``CODE_EXISTS`` (permanent).
+        Returns the final path.
+        """
+        final = self.join(directory, name)
+        temp = final + self.settings.temp_suffix
+        if self.stat(final) is not None:
+            raise TransportError(f"{final} already exists on the server", permanent=True, code=CODE_EXISTS)
+        self.write_file(temp, data)
+        written = self.stat(temp)
+        if written is None or written.size != len(data):
+            got = "no file" if written is None else f"{written.size} bytes"
+            raise TransportError(
+                f"upload of {temp} incomplete: expected {len(data)} bytes, server has {got}",
+                code=CODE_SIZE_MISMATCH,
+            )
+        self.rename_no_overwrite(temp, final)
+        return final
+
+    def put_many(
+        self, directory: str, items: Iterable[tuple[str, bytes]]
+    ) -> list[tuple[str, str | TransportError]]:
+        """``put_atomic`` for several files; one result (path or error) per item, in order.
+
+        Transports that can upload in parallel over one connection override this.
+        """
+        results: list[tuple[str, str | TransportError]] = []
+        for name, data in items:
+            try:
+                results.append((name, self.put_atomic(directory, name, data)))
+            except TransportError as err:
+                results.append((name, err))
+        return results
+
+    def move_no_overwrite(self, src: str, dest_dir: str) -> str:
+        """Move ``src`` into ``dest_dir``; on a name collision add ``-1``, ``-2``… before the extension.
+
+        Returns the new path.  Gives up (permanent error) after 1000 collisions.
+        """
+        base = posixpath.basename(src)
+        stem, dot, ext = base.rpartition(".")
+        if not dot:
+            stem, ext = base, ""
+        for n in range(1000):
+            candidate = base if n == 0 else f"{stem}-{n}{dot}{ext}"
+            target = self.join(dest_dir, candidate)
+            try:
+                self.rename_no_overwrite(src, target)
+                return target
+            except TransportError as err:
+                if err.code != CODE_EXISTS:
+                    raise
+        raise TransportError(f"no free name for {base} in {dest_dir}", permanent=True, code=CODE_EXISTS)

@@ -1,0 +1,77 @@
+"""Admin for organizations and draft orders (thin: actions call services)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from .models import DraftOrder, DraftOrderLine, Organization
+
+# Colours staff can read at a glance; shared with the connectors admin.
+STATUS_COLOURS = {
+    "NEW": "#6c757d",
+    "APPROVED": "#0d6efd",
+    "PENDING": "#0d6efd",
+    "PUSHED": "#6f42c1",
+    "SENT": "#6f42c1",
+    "CONFIRMED": "#198754",
+    "ACKED": "#198754",
+    "PUSH_FAILED": "#dc3545",
+    "FAILED": "#dc3545",
+    "REJECTED": "#fd7e14",
+}
+
+
+def status_badge(value: str, label: str) -> str:
+    colour = STATUS_COLOURS.get(value, "#6c757d")
+    return format_html(
+        '<span class="of-status of-status-{}" style="color:#fff;background:{};padding:2px 6px;'
+        'border-radius:4px;white-space:nowrap">{}</span>',
+        value.lower(), colour, label,
+    )
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+
+
+class DraftOrderLineInline(admin.TabularInline):
+    model = DraftOrderLine
+    extra = 0
+    min_num = 1
+    fields = ("line_number", "sku", "description", "quantity", "unit", "unit_price")
+
+
+@admin.register(DraftOrder)
+class DraftOrderAdmin(admin.ModelAdmin):
+    list_display = (
+        "order_number", "organization", "customer_name", "order_date", "status_display", "erp_order_id", "updated_at"
+    )
+    list_filter = ("status", "organization", "order_date")
+    search_fields = ("order_number", "customer_name", "customer_number", "erp_order_id", "exports__filename")
+    date_hierarchy = "order_date"
+    list_select_related = ("organization",)
+    readonly_fields = ("status", "erp_order_id", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("organization", "order_number", "order_date", "requested_delivery_date", "currency",
+                           "status", "erp_order_id")}),
+        ("Customer", {"fields": ("customer_number", "customer_name")}),
+        ("Ship to", {"fields": ("ship_to_name", "ship_to_street", "ship_to_postal_code", "ship_to_city",
+                                "ship_to_country")}),
+        (None, {"fields": ("notes", "created_at", "updated_at")}),
+    )
+    inlines = [DraftOrderLineInline]
+
+    def get_inlines(self, request: HttpRequest, obj: DraftOrder | None) -> list:
+        # Imported here: the connectors app depends on orders, not the reverse.
+        from connectors.admin import ExportInline
+
+        return [DraftOrderLineInline, ExportInline] if obj else [DraftOrderLineInline]
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, obj: DraftOrder) -> str:
+        return status_badge(obj.status, obj.get_status_display())
