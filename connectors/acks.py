@@ -1,0 +1,206 @@
+"""Ack and error files written by the ERP (dropzone JSON v1, section 3).
+
+Pure: no Django, no I/O. The poller lists the ack dir, keeps the names
+classify_name() accepts, reads the bytes and hands them to parse_ack(); a
+MalformedAck sends the file to the failed dir with ``reason`` recorded.
+Matching to an export (export_id, then export_filename, then name_key) is
+done by the caller.
+
+Decisions where the spec is silent:
+
+* A UTF-8 BOM is tolerated and skipped (Windows tools add one unasked);
+  any other non-UTF-8 byte is malformed.
+* Duplicate keys, NaN/Infinity and nesting deeper than ACK_MAX_DEPTH are
+  malformed: the meaning of such a file is not clear enough to act on.
+* An ``ack_`` file must say ``"status": "accepted"`` and carry a non-empty
+  ``erp_order_number`` (string, or an integer which becomes a string): it
+  confirms an order and stores that number on the draft, so a missing or
+  contradicting value is malformed rather than guessed.
+* An ``error_`` file may carry any status except ``"accepted"``, or none.
+* A key whose value is null counts as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+ACK_MAX_BYTES = 1024 * 1024
+ACK_MAX_DEPTH = 32
+_BOM = b"\xef\xbb\xbf"
+_PREFIXES = (("ack_", "ack"), ("error_", "error"))
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+# JSON string literals (unrolled loop: linear, no catastrophic backtracking).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+class MalformedAck(ValueError):
+    """The file cannot be used as an ack; ``reason`` says why, for the admin."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Ack:
+    kind: str  # "ack" or "error", from the file name
+    export_id: UUID | None
+    export_filename: str | None
+    name_key: str  # the <anything> of ack_<anything>.json
+    status: str | None
+    erp_order_number: str | None
+    message: str | None
+    errors: list[dict[str, Any]]
+    body: dict[str, Any]  # the whole object, unknown keys included
+
+
+def classify_name(name: str) -> tuple[str, str] | None:
+    """("ack" | "error", anything) for ``ack_<anything>.json`` / ``error_<anything>.json``.
+
+    Case-sensitive, as the spec spells it; ``<anything>`` must be non-empty.
+    Anything else (temp files, other names, names with a path separator or a
+    control character) gives None and is to be left alone.
+    """
+    if not name.endswith(".json") or "/" in name or "\\" in name:
+        return None
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return None
+    for prefix, kind in _PREFIXES:
+        if name.startswith(prefix):
+            anything = name[len(prefix):-len(".json")]
+            return (kind, anything) if anything else None
+    return None
+
+
+def _too_deep(text: str) -> bool:
+    # Counted on the text before json.loads ever recurses: only brackets
+    # outside string literals count, so "[[[" inside a message is harmless.
+    depth = 0
+    for ch in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        if depth > ACK_MAX_DEPTH:
+            return True
+    return False
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def _load(data: bytes) -> Any:
+    if len(data) > ACK_MAX_BYTES:
+        raise MalformedAck(f"file is {len(data)} bytes, over the {ACK_MAX_BYTES} byte limit")
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MalformedAck(f"not UTF-8: invalid byte at offset {err.start}") from err
+    if _too_deep(text):
+        raise MalformedAck(f"JSON nested deeper than {ACK_MAX_DEPTH} levels")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates,
+                          parse_constant=_reject_constant)
+    except RecursionError as err:  # fallback only; the pre-scan should catch it
+        raise MalformedAck(f"JSON nested deeper than {ACK_MAX_DEPTH} levels") from err
+    except ValueError as err:  # JSONDecodeError, duplicate keys, NaN, huge ints
+        raise MalformedAck(f"not valid JSON: {err}") from err
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise MalformedAck(f"{key!r} must be a string, got {_json_type(value)}")
+    return value
+
+
+def _export_id(body: dict[str, Any]) -> UUID | None:
+    value = body.get("export_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        shown = _json_type(value) if not isinstance(value, str) else repr(value[:60])
+        raise MalformedAck(f"'export_id' must be a UUID string, got {shown}")
+    return UUID(value)
+
+
+def _erp_order_number(body: dict[str, Any]) -> str | None:
+    value = body.get("erp_order_number")
+    if value is None:
+        return None
+    # ERPs often emit their numbers as JSON numbers; an integer is unambiguous.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedAck("'erp_order_number' must be a non-empty string or an integer, "
+                           f"got {_json_type(value) if not isinstance(value, str) else 'an empty string'}")
+    return value
+
+
+def _errors(body: dict[str, Any]) -> list[dict[str, Any]]:
+    value = body.get("errors")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedAck(f"'errors' must be an array of objects, got {_json_type(value)}")
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise MalformedAck(f"'errors'[{index}] must be an object, got {_json_type(item)}")
+    return value
+
+
+def parse_ack(name: str, data: bytes) -> Ack:
+    """Parse one ack/error file (its base name and raw bytes) into an Ack.
+
+    Raises MalformedAck(reason) for: a name classify_name() rejects, over
+    ACK_MAX_BYTES, not UTF-8, not JSON, not an object, too deeply nested,
+    a field of the wrong type, or an ``ack_`` file without status
+    "accepted" and an erp_order_number (see the module docstring).
+    """
+    classified = classify_name(name)
+    if classified is None:
+        raise MalformedAck("file name is not ack_<name>.json or error_<name>.json")
+    kind, name_key = classified
+    body = _load(data)
+    if not isinstance(body, dict):
+        raise MalformedAck(f"JSON is {_json_type(body)}, expected an object")
+    export_id = _export_id(body)
+    export_filename = _optional_str(body, "export_filename")
+    if export_filename == "":
+        raise MalformedAck("'export_filename' must not be empty")
+    status = _optional_str(body, "status")
+    message = _optional_str(body, "message")
+    erp_order_number = _erp_order_number(body)
+    errors = _errors(body)
+    if kind == "ack":
+        if status != "accepted":
+            raise MalformedAck(f"an ack_ file needs \"status\": \"accepted\", got {status!r}")
+        if erp_order_number is None:
+            raise MalformedAck("an ack_ file needs 'erp_order_number'")
+    elif status == "accepted":
+        raise MalformedAck("an error_ file says \"status\": \"accepted\"")
+    return Ack(kind=kind, export_id=export_id, export_filename=export_filename,
+               name_key=name_key, status=status, erp_order_number=erp_order_number,
+               message=message, errors=errors, body=body)
