@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -11,6 +12,7 @@ from orderflow.admin import status_badge
 
 from .forms import ERPConnectionForm
 from .models import ConnectorEvent, ERPConnection, ERPExport
+from .services import pushing
 
 
 class ReadOnlyAdminMixin:
@@ -80,9 +82,25 @@ class ERPExportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("filename", "draft__order_number", "erp_order_number")
     list_select_related = ("draft__organization", "connection")
     date_hierarchy = "created_at"
+    actions = ["retry_delivery"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ERPExport | None = None) -> list[str]:
         return [f.name for f in self.model._meta.fields]
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("connectors.change_erpexport")
+
+    @admin.action(description="Retry delivery", permissions=["retry"])
+    def retry_delivery(self, request: HttpRequest, queryset: QuerySet[ERPExport]) -> None:
+        counts = pushing.retry_exports(exports=queryset)
+        self.message_user(request, f"{counts.done} export(s) queued for delivery again.", messages.SUCCESS)
+        if counts.skipped:
+            self.message_user(
+                request,
+                f"{counts.skipped} export(s) skipped: only pending exports, or failed ones that never reached "
+                "the dropzone, can be retried (push the draft again for a new export).",
+                messages.WARNING,
+            )
 
     @admin.display(description="Export id", ordering="id")
     def short_id(self, obj: ERPExport) -> str:

@@ -149,6 +149,9 @@ class ERPExport(models.Model):
     erp_order_number = models.CharField(max_length=255, blank=True)
     ack_body = models.JSONField(null=True, blank=True)
     errors = models.JSONField(null=True, blank=True)
+    # A delivery run claims the export for a lease; a dead worker's claim expires.
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "ERP export"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
@@ -65,12 +66,26 @@ class DraftOrderAdmin(admin.ModelAdmin):
         (None, {"fields": ("notes", "created_at", "updated_at")}),
     )
     inlines = [DraftOrderLineInline]
+    actions = ["push_to_erp"]
 
     def get_inlines(self, request: HttpRequest, obj: DraftOrder | None) -> list:
         # Imported here: the connectors app depends on orders, not the reverse.
         from connectors.admin import ExportInline
 
         return [DraftOrderLineInline, ExportInline] if obj else [DraftOrderLineInline]
+
+    @admin.action(description="Push to ERP", permissions=["change"])
+    def push_to_erp(self, request: HttpRequest, queryset: QuerySet[DraftOrder]) -> None:
+        from connectors.services.pushing import push_drafts
+
+        counts = push_drafts(drafts=queryset)
+        self.message_user(request, f"{counts.done} draft(s) approved and queued for the ERP.", messages.SUCCESS)
+        if counts.skipped:
+            self.message_user(
+                request,
+                f"{counts.skipped} draft(s) skipped: only New, Push failed or Rejected drafts with lines can be pushed.",
+                messages.WARNING,
+            )
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, obj: DraftOrder) -> str:

@@ -103,6 +103,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several django-q2 workers write to one SQLite file: wait for the lock
     # instead of failing at once with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+    # A file (not :memory:) test database, so a real qcluster process in the tests sees the same rows.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-orderflow.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

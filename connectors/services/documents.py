@@ -1,0 +1,55 @@
+"""From a draft row to the export file: the only bridge between models and payloads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from orderflow.models import DraftOrder
+
+from .. import payloads
+from ..mapping import apply_mapping
+
+
+def order_data(draft: DraftOrder) -> payloads.OrderData:
+    ship_to = None
+    if draft.has_ship_to:
+        ship_to = payloads.ShipTo(
+            name=draft.ship_to_name, street=draft.ship_to_street, postal_code=draft.ship_to_postal_code,
+            city=draft.ship_to_city, country=draft.ship_to_country,
+        )
+    return payloads.OrderData(
+        draft_id=draft.id,
+        order_number=draft.order_number,
+        order_date=draft.order_date,
+        requested_delivery_date=draft.requested_delivery_date,
+        currency=draft.currency,
+        customer_number=draft.customer_number,
+        customer_name=draft.customer_name,
+        ship_to=ship_to,
+        notes=draft.notes,
+        lines=tuple(
+            payloads.LineData(
+                line_number=line.line_number, sku=line.sku, description=line.description or None,
+                quantity=line.quantity, unit=line.unit, unit_price=line.unit_price,
+            )
+            for line in draft.lines.order_by("line_number")
+        ),
+    )
+
+
+def build_export_file(
+    *, draft: DraftOrder, export_id: UUID, generated_at: datetime, mapping: dict | None
+) -> tuple[str, bytes]:
+    """File name and bytes of one export; raises PayloadError/MappingError on bad data."""
+    document = payloads.build_document(
+        export_id=export_id, generated_at=generated_at, org_slug=draft.organization.slug,
+        org_name=draft.organization.name, order=order_data(draft),
+    )
+    # The default document must satisfy the contract before a mapping reshapes it.
+    payloads.validate_document(document)
+    name = payloads.export_filename(
+        generated_at=generated_at, org_slug=draft.organization.slug, order_number=draft.order_number,
+        export_id=export_id,
+    )
+    return name, payloads.render(apply_mapping(document, mapping))

@@ -1,0 +1,27 @@
+"""django-q2 entry points: take ids, call a service, return a short summary.
+
+Any task may run twice or overlap with itself; the services claim their rows,
+so that is safe.
+"""
+
+from __future__ import annotations
+
+from .models import ERPConnection
+from .services import delivery, pushing
+
+
+def deliver_connection(connection_id: int) -> str:
+    connection = ERPConnection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return f"connection {connection_id} no longer exists"
+    return str(delivery.deliver_due_exports(connection=connection))
+
+
+def deliver_all_due() -> str:
+    """The every-minute schedule: attach waiting exports, enqueue one delivery per connection with work."""
+    for connection in ERPConnection.objects.filter(is_active=True):
+        pushing.attach_waiting_exports(connection=connection)
+    ready = list(delivery.due_exports().order_by().values_list("connection_id", flat=True).distinct())
+    for connection_id in ready:
+        pushing.enqueue_delivery(connection_id)
+    return f"delivery enqueued for {len(ready)} connection(s)"
