@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from orderflow.admin import status_badge
@@ -49,11 +53,13 @@ class ExportInline(ReadOnlyAdminMixin, admin.TabularInline):
 @admin.register(ERPConnection)
 class ERPConnectionAdmin(admin.ModelAdmin):
     form = ERPConnectionForm
-    list_display = ("name", "organization", "transport", "endpoint", "is_active", "last_poll_at", "last_poll_ok")
+    list_display = ("name", "organization", "transport", "endpoint", "is_active", "last_poll_at", "last_poll_ok",
+                    "last_poll_message")
     list_filter = ("is_active", "transport", "organization")
     search_fields = ("name", "host", "organization__name", "organization__slug")
     list_select_related = ("organization",)
-    readonly_fields = ("last_poll_at", "last_poll_ok", "last_poll_message", "created_at", "updated_at")
+    readonly_fields = ("last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at", "created_at",
+                       "updated_at")
     fieldsets = (
         (None, {"fields": ("organization", "name", "is_active", "transport")}),
         ("Server", {"fields": ("host", "port", "username", "host_key", "connect_timeout_seconds",
@@ -63,8 +69,8 @@ class ERPConnectionAdmin(admin.ModelAdmin):
         ("Directories", {"fields": ("export_path", "ack_path", "processed_path", "failed_path", "temp_suffix")}),
         ("Delivery and polling", {"fields": ("max_attempts", "poll_interval_seconds", "min_ack_age_seconds",
                                              "mapping")}),
-        ("Last poll", {"fields": ("last_poll_at", "last_poll_ok", "last_poll_message", "created_at",
-                                  "updated_at")}),
+        ("Last poll", {"fields": ("last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at",
+                                  "created_at", "updated_at")}),
     )
 
     @admin.display(description="Endpoint")
@@ -74,11 +80,30 @@ class ERPConnectionAdmin(admin.ModelAdmin):
         return f"{obj.username}@{obj.host}:{obj.effective_port}"
 
 
+def overdue_exports() -> QuerySet[ERPExport]:
+    """SENT longer than ACK_OVERDUE_AFTER_MINUTES without an answer from the ERP."""
+    deadline = timezone.now() - timedelta(minutes=settings.ACK_OVERDUE_AFTER_MINUTES)
+    return ERPExport.objects.filter(status=ERPExport.Status.SENT, sent_at__lt=deadline)
+
+
+class AckOverdueFilter(admin.SimpleListFilter):
+    title = "ack"
+    parameter_name = "ack"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("overdue", f"Overdue (no ack after {settings.ACK_OVERDUE_AFTER_MINUTES} min)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ERPExport]) -> QuerySet[ERPExport]:
+        if self.value() == "overdue":
+            return queryset.filter(pk__in=overdue_exports().values("pk"))
+        return queryset
+
+
 @admin.register(ERPExport)
 class ERPExportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("short_id", "draft", "connection", "status_display", "filename", "attempts", "next_attempt_at",
                     "sent_at", "acked_at", "erp_order_number")
-    list_filter = ("status", "connection", "connection__organization")
+    list_filter = ("status", AckOverdueFilter, "connection", "connection__organization")
     search_fields = ("filename", "draft__order_number", "erp_order_number")
     list_select_related = ("draft__organization", "connection")
     date_hierarchy = "created_at"
@@ -86,6 +111,14 @@ class ERPExportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: ERPExport | None = None) -> list[str]:
         return [f.name for f in self.model._meta.fields]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        overdue = overdue_exports().count()
+        if overdue:
+            extra_context = {**(extra_context or {}),
+                             "subtitle": f"{overdue} sent export(s) have no ack after "
+                                         f"{settings.ACK_OVERDUE_AFTER_MINUTES} minutes"}
+        return super().changelist_view(request, extra_context)
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("connectors.change_erpexport")
@@ -108,7 +141,11 @@ class ERPExportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, obj: ERPExport) -> str:
-        return status_badge(obj.status, obj.get_status_display())
+        badge = status_badge(obj.status, obj.get_status_display())
+        deadline = timedelta(minutes=settings.ACK_OVERDUE_AFTER_MINUTES)
+        if obj.status == ERPExport.Status.SENT and obj.sent_at and obj.sent_at < timezone.now() - deadline:
+            return format_html('{} <span class="of-overdue" style="color:#dc3545">ack overdue</span>', badge)
+        return badge
 
 
 @admin.register(ConnectorEvent)

@@ -58,6 +58,12 @@ class ERPConnection(models.Model):
     last_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_poll_ok = models.BooleanField(null=True, editable=False)
     last_poll_message = models.TextField(blank=True, editable=False)
+    next_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A poll run claims the connection for a lease, so clusters never poll it at once.
+    poll_claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    poll_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # name -> [size, mtime] of the ack files seen by the previous poll (to spot files still growing).
+    ack_listing = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 SCHEDULES: dict[str, str] = {
     "orderflow: deliver due exports": "connectors.tasks.deliver_all_due",
+    "orderflow: poll ERP acks": "connectors.tasks.poll_all_due",
 }
 
 

@@ -6,8 +6,10 @@ so that is safe.
 
 from __future__ import annotations
 
+from django_q.tasks import async_task
+
 from .models import ERPConnection
-from .services import delivery, pushing
+from .services import delivery, polling, pushing
 
 
 def deliver_connection(connection_id: int) -> str:
@@ -25,3 +27,19 @@ def deliver_all_due() -> str:
     for connection_id in ready:
         pushing.enqueue_delivery(connection_id)
     return f"delivery enqueued for {len(ready)} connection(s)"
+
+
+def poll_connection(connection_id: int) -> str:
+    connection = ERPConnection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return f"connection {connection_id} no longer exists"
+    report = polling.poll_connection(connection=connection)
+    return str(report) if report else f"{connection}: not due, or polled by another worker"
+
+
+def poll_all_due() -> str:
+    """The every-minute schedule: one poll task per active connection whose interval has passed."""
+    due = polling.due_connections().values_list("pk", flat=True)
+    for connection_id in due:
+        async_task("connectors.tasks.poll_connection", connection_id, task_name=f"poll connection {connection_id}")
+    return f"poll enqueued for {len(due)} connection(s)"

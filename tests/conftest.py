@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.domain"]
+pytest_plugins = ["tests.fixtures.sftp", "tests.fixtures.ftp", "tests.fixtures.domain", "tests.fixtures.pipeline",
+                  "tests.fixtures.dropzones"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -124,14 +124,15 @@ def _release(export: ERPExport, **fields: object) -> bool:
     """Write the outcome only while we still hold the claim (a rescued export is someone else's now)."""
     fields.setdefault("claim_token", None)
     fields.setdefault("claimed_until", None)
-    return bool(ERPExport.objects.filter(pk=export.pk, claim_token=export.claim_token).update(**fields))
+    held = ERPExport.objects.filter(pk=export.pk, claim_token=export.claim_token, status=ERPExport.Status.PENDING)
+    return bool(held.update(**fields))
 
 
 def mark_sent(export: ERPExport, *, note: str = "") -> None:
     with transaction.atomic():
         if not _release(export, status=ERPExport.Status.SENT, sent_at=timezone.now(), last_error=""):
             return
-        DraftOrder.objects.filter(pk=export.draft_id).update(
+        DraftOrder.objects.filter(pk=export.draft_id, status=DraftOrder.Status.APPROVED).update(
             status=DraftOrder.Status.PUSHED, erp_order_id=export.filename, updated_at=timezone.now()
         )
         record_event(kind="delivered", export=export, connection=export.connection,

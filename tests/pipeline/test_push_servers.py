@@ -1,0 +1,75 @@
+"""Approval to file on the real servers (local dir, OpenSSH sshd, pyftpdlib FTP)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from connectors import payloads
+from connectors.models import ERPConnection, ERPExport
+from connectors.services import delivery
+from orderflow.models import DraftOrder
+from tests.fixtures.dropzones import Dropzone, names
+from tests.servers.blackhole import closed_port
+
+pytestmark = pytest.mark.usefixtures("sync_tasks")
+
+
+def approve(draft: DraftOrder, capture) -> None:
+    with capture(execute=True):
+        draft.status = DraftOrder.Status.APPROVED
+        draft.save()
+
+
+def test_approved_draft_arrives_in_the_dropzone(dropzone: Dropzone, make_draft,
+                                                django_capture_on_commit_callbacks) -> None:
+    draft = make_draft(lines=3, order_number="PO 2026/0042 ü")
+    approve(draft, django_capture_on_commit_callbacks)
+    export = ERPExport.objects.get()
+    assert export.status == "SENT", export.last_error
+    assert names(dropzone.inbound) == [export.filename]
+    assert f"_acme_PO-2026-0042_{str(export.id)[:8]}.json" in export.filename
+    document = json.loads((dropzone.inbound / export.filename).read_bytes())
+    payloads.validate_document(document)
+    assert document["export_id"] == str(export.id)
+    assert document["order"]["order_number"] == "PO 2026/0042 ü"
+    assert len(document["order"]["lines"]) == 3
+    assert DraftOrder.objects.get().status == "PUSHED"
+
+
+def test_several_exports_share_one_connection(dropzone: Dropzone, make_draft) -> None:
+    for n in range(6):
+        ERPExport.objects.create(draft=make_draft(order_number=f"PO-{n}"), connection=dropzone.connection)
+    report = delivery.deliver_due_exports(connection=dropzone.connection)
+    assert len(report.sent) == 6 and not report.failed
+    assert len(names(dropzone.inbound)) == 6
+    assert set(ERPExport.objects.values_list("status", flat=True)) == {"SENT"}
+
+
+def test_unreachable_server_is_retried_then_delivered(remote_dropzone: Dropzone, make_draft,
+                                                      django_capture_on_commit_callbacks) -> None:
+    dropzone = remote_dropzone
+    conn = dropzone.connection
+    real_port = conn.port
+    ERPConnection.objects.filter(pk=conn.pk).update(port=closed_port())
+    approve(make_draft(), django_capture_on_commit_callbacks)
+    export = ERPExport.objects.get()
+    assert export.status == "PENDING" and export.attempts == 1 and export.last_error
+    ERPConnection.objects.filter(pk=conn.pk).update(port=real_port)
+    ERPExport.objects.filter(pk=export.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    delivery.deliver_due_exports(connection=ERPConnection.objects.get(pk=conn.pk))
+    export.refresh_from_db()
+    assert export.status == "SENT" and names(dropzone.inbound) == [export.filename]
+
+
+def test_missing_export_dir_fails_permanently(dropzone: Dropzone, make_draft,
+                                              django_capture_on_commit_callbacks) -> None:
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(
+        export_path=dropzone.connection.export_path + "/missing")
+    approve(make_draft(), django_capture_on_commit_callbacks)
+    export = ERPExport.objects.get()
+    assert export.status == "FAILED" and export.attempts == 1
+    assert DraftOrder.objects.get().status == "PUSH_FAILED"

@@ -1,0 +1,224 @@
+"""Ack polling, every row of the contract's §4, on a local dir, OpenSSH sftp and pyftpdlib FTP."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from connectors.models import ConnectorEvent, ERPConnection, ERPExport
+from connectors.services import polling
+from connectors.transports.base import TransportError
+from orderflow.models import DraftOrder
+from tests.fixtures.dropzones import Dropzone, names
+
+
+@pytest.fixture
+def sent_export(dropzone: Dropzone, make_draft) -> ERPExport:
+    draft = make_draft(status=DraftOrder.Status.PUSHED)
+    export = ERPExport.objects.create(draft=draft, connection=dropzone.connection, status="SENT",
+                                      sent_at=timezone.now())
+    export.filename = f"20261126T120501Z_acme_PO-2026-0042_{str(export.id)[:8]}.json"
+    export.save()
+    DraftOrder.objects.filter(pk=draft.pk).update(erp_order_id=export.filename)
+    return export
+
+
+def ack_body(export: ERPExport, **extra: object) -> bytes:
+    body = {"export_id": str(export.id), "export_filename": export.filename, "status": "accepted",
+            "erp_order_number": "SO-778812", "message": "imported"}
+    body.update(extra)
+    return json.dumps(body).encode()
+
+
+def error_body(export: ERPExport) -> bytes:
+    return json.dumps({"export_id": str(export.id), "status": "rejected", "errors": [
+        {"code": "UNKNOWN_SKU", "message": "BOLT-M8X40 is not in the item master", "line_number": 1}]}).encode()
+
+
+def stem(export: ERPExport) -> str:
+    return export.filename.removesuffix(".json")
+
+
+def poll(dropzone: Dropzone) -> polling.PollReport:
+    report = polling.poll_connection(connection=ERPConnection.objects.get(pk=dropzone.connection.pk), force=True)
+    assert report is not None and not report.error, report
+    return report
+
+
+def test_accepted_ack_confirms_the_draft(dropzone: Dropzone, sent_export: ERPExport, admin_client) -> None:
+    dropzone.put_ack(f"ack_{stem(sent_export)}.json", ack_body(sent_export, extra_key="kept"))
+    report = poll(dropzone)
+    sent_export.refresh_from_db()
+    draft = DraftOrder.objects.get()
+    assert report.outcomes == {"accepted": 1}
+    assert sent_export.status == "ACKED" and sent_export.acked_at
+    assert sent_export.ack_body["extra_key"] == "kept"
+    assert draft.status == "CONFIRMED" and draft.erp_order_id == "SO-778812"
+    assert names(dropzone.outbound) == [] and names(dropzone.processed) == [f"ack_{stem(sent_export)}.json"]
+    conn = ERPConnection.objects.get()
+    assert conn.last_poll_ok is True and conn.last_poll_at and "1 accepted" in conn.last_poll_message
+    assert ConnectorEvent.objects.filter(kind="ack_accepted", export=sent_export).exists()
+    html = admin_client.get(reverse("admin:orderflow_draftorder_changelist")).content.decode()
+    assert "of-status-confirmed" in html
+
+
+def test_error_file_rejects_the_draft(dropzone: Dropzone, sent_export: ERPExport, admin_client) -> None:
+    dropzone.put_ack(f"error_{stem(sent_export)}.json", error_body(sent_export))
+    assert poll(dropzone).outcomes == {"rejected": 1}
+    sent_export.refresh_from_db()
+    assert sent_export.status == "FAILED" and sent_export.errors[0]["code"] == "UNKNOWN_SKU"
+    draft = DraftOrder.objects.get()
+    assert draft.status == "REJECTED" and draft.erp_order_id == sent_export.filename  # unchanged
+    assert names(dropzone.processed) == [f"error_{stem(sent_export)}.json"]
+    html = admin_client.get(reverse("admin:connectors_erpexport_change", args=[sent_export.pk])).content.decode()
+    assert "BOLT-M8X40 is not in the item master" in html
+
+
+MALFORMED = {
+    "not-json": (b"this is not json", "not valid JSON"),
+    "array": (b'[{"export_id": "x"}]', "expected an object"),
+    "wrong-types": (b'{"export_id": 42, "status": "accepted", "erp_order_number": "SO-1"}', "export_id"),
+    "too-big": (b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}', "limit"),
+    "deep": (b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
+    "not-utf8": (b'{"status": "accepted", "message": "\xff\xfe"}', "UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_ack_goes_to_failed_with_the_reason(dropzone: Dropzone, sent_export: ERPExport,
+                                                      case: str) -> None:
+    data, reason = MALFORMED[case]
+    dropzone.put_ack(f"ack_{case}.json", data)
+    assert poll(dropzone).outcomes == {"malformed": 1}
+    assert names(dropzone.failed) == [f"ack_{case}.json"] and names(dropzone.outbound) == []
+    event = ConnectorEvent.objects.get(kind="ack_malformed")
+    assert reason in event.message and event.level == "error"
+    sent_export.refresh_from_db()
+    assert sent_export.status == "SENT" and DraftOrder.objects.get().status == "PUSHED"
+
+
+def test_unmatched_ack_goes_to_failed(dropzone: Dropzone, sent_export: ERPExport) -> None:
+    import uuid
+
+    body = json.dumps({"export_id": str(uuid.uuid4()), "status": "accepted", "erp_order_number": "SO-1"})
+    dropzone.put_ack("ack_somebody-else.json", body.encode())
+    assert poll(dropzone).outcomes == {"unmatched": 1}
+    assert names(dropzone.failed) == ["ack_somebody-else.json"]
+    assert "matches no export" in ConnectorEvent.objects.get(kind="ack_unmatched").message
+    sent_export.refresh_from_db()
+    assert sent_export.status == "SENT"
+
+
+def test_matching_falls_back_to_filename_then_name(dropzone: Dropzone, make_draft) -> None:
+    exports = []
+    for n in range(2):
+        e = ERPExport.objects.create(draft=make_draft(order_number=f"PO-{n}", status="PUSHED"),
+                                     connection=dropzone.connection, status="SENT", filename=f"file-{n}.json")
+        exports.append(e)
+    dropzone.put_ack("ack_a.json", json.dumps({"export_filename": "file-0.json", "status": "accepted",
+                                               "erp_order_number": "SO-0"}).encode())
+    dropzone.put_ack("ack_file-1.json", json.dumps({"status": "accepted", "erp_order_number": "SO-1"}).encode())
+    assert poll(dropzone).outcomes == {"accepted": 2}
+    assert sorted(ERPExport.objects.values_list("erp_order_number", flat=True)) == ["SO-0", "SO-1"]
+
+
+def test_second_ack_is_a_duplicate_and_first_wins(dropzone: Dropzone, sent_export: ERPExport) -> None:
+    name = f"ack_{stem(sent_export)}.json"
+    dropzone.put_ack(name, ack_body(sent_export))
+    poll(dropzone)
+    dropzone.put_ack(name, ack_body(sent_export, erp_order_number="SO-OTHER"))
+    dropzone.put_ack(f"error_{stem(sent_export)}.json", error_body(sent_export))
+    assert poll(dropzone).outcomes == {"duplicate": 2}
+    sent_export.refresh_from_db()
+    assert sent_export.status == "ACKED" and sent_export.erp_order_number == "SO-778812"
+    assert DraftOrder.objects.get().status == "CONFIRMED"
+    # Same name twice in processed/: the second gets a numeric suffix, nothing is overwritten.
+    assert names(dropzone.processed) == sorted([name, f"ack_{stem(sent_export)}-1.json",
+                                                f"error_{stem(sent_export)}.json"])
+    assert ConnectorEvent.objects.filter(kind="ack_duplicate").count() == 2
+
+
+def test_ack_arriving_while_export_is_pending(dropzone: Dropzone, make_draft) -> None:
+    draft = make_draft(status="APPROVED")
+    export = ERPExport.objects.create(draft=draft, connection=dropzone.connection, status="PENDING",
+                                      filename="pending.json")
+    dropzone.put_ack("ack_pending.json", ack_body(export))
+    assert poll(dropzone).outcomes == {"accepted": 1}
+    export.refresh_from_db()
+    assert export.status == "ACKED" and export.sent_at
+    assert DraftOrder.objects.get().status == "CONFIRMED"
+
+
+def test_growing_file_is_not_read_early(dropzone: Dropzone, sent_export: ERPExport) -> None:
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(min_ack_age_seconds=30)
+    name = f"ack_{stem(sent_export)}.json"
+    full = ack_body(sent_export)
+    dropzone.put_ack(name, full[:20], age=0)  # being written right now
+    assert poll(dropzone).outcomes == {"still being written": 1}
+    dropzone.put_ack(name, full[:40], age=120)  # grew since the last listing, though old by mtime
+    assert poll(dropzone).outcomes == {"still being written": 1}
+    dropzone.put_ack(name, full, age=120)
+    assert poll(dropzone).outcomes == {"still being written": 1}  # changed again
+    assert poll(dropzone).outcomes == {"accepted": 1}  # unchanged and old enough now
+    assert ConnectorEvent.objects.filter(kind="ack_malformed").count() == 0
+
+
+def test_other_files_are_left_alone(dropzone: Dropzone, sent_export: ERPExport) -> None:
+    for name in ("readme.txt", "ack_x.json.tmp", "ACK_upper.json", "invoice_1.json"):
+        dropzone.put_ack(name, b"{}")
+    report = poll(dropzone)
+    assert report.outcomes == {}
+    assert names(dropzone.outbound) == sorted(["readme.txt", "ack_x.json.tmp", "ACK_upper.json", "invoice_1.json"])
+
+
+def test_failed_move_after_commit_is_filed_as_duplicate_next_time(dropzone: Dropzone, sent_export: ERPExport,
+                                                                  monkeypatch) -> None:
+    from connectors.transports.base import Transport
+
+    def refuse(self, src, dest_dir):
+        raise TransportError("permission denied on processed/", permanent=True, code="permission_denied")
+
+    monkeypatch.setattr(Transport, "move_no_overwrite", refuse)
+    name = f"ack_{stem(sent_export)}.json"
+    dropzone.put_ack(name, ack_body(sent_export))
+    assert poll(dropzone).outcomes == {"accepted": 1}
+    assert names(dropzone.outbound) == [name]  # still there
+    monkeypatch.undo()
+    assert poll(dropzone).outcomes == {"duplicate": 1}
+    assert names(dropzone.processed) == [name] and names(dropzone.outbound) == []
+    assert ConnectorEvent.objects.filter(kind="ack_accepted").count() == 1
+
+
+def test_poll_acks_command_and_overdue_flag(dropzone: Dropzone, sent_export: ERPExport, admin_client,
+                                            capsys, settings) -> None:
+    ERPExport.objects.filter(pk=sent_export.pk).update(sent_at=timezone.now() - timedelta(hours=3))
+    url = reverse("admin:connectors_erpexport_changelist")
+    html = admin_client.get(url, {"ack": "overdue"}).content.decode()
+    assert "1 sent export(s) have no ack after 60 minutes" in html and sent_export.filename in html
+    dropzone.put_ack(f"ack_{stem(sent_export)}.json", ack_body(sent_export))
+    call_command("poll_acks", "--connection", str(dropzone.connection.pk))
+    assert "1 accepted" in capsys.readouterr().out
+    html = admin_client.get(url, {"ack": "overdue"}).content.decode()
+    assert "have no ack after" not in html and sent_export.filename not in html
+
+
+def test_unreachable_server_is_recorded_on_the_connection(remote_dropzone: Dropzone) -> None:
+    from tests.servers.blackhole import closed_port
+
+    ERPConnection.objects.filter(pk=remote_dropzone.connection.pk).update(port=closed_port())
+    report = polling.poll_connection(connection=ERPConnection.objects.get(), force=True)
+    assert report is not None and report.error
+    conn = ERPConnection.objects.get()
+    assert conn.last_poll_ok is False and "poll failed" in conn.last_poll_message
+    assert ConnectorEvent.objects.filter(kind="poll_failed", level="error").exists()
+
+
+def test_a_claimed_connection_is_not_polled_twice(dropzone: Dropzone) -> None:
+    assert polling.claim_connection(connection_id=dropzone.connection.pk) is not None
+    assert polling.claim_connection(connection_id=dropzone.connection.pk, force=True) is None
+    assert polling.poll_connection(connection=dropzone.connection, force=True) is None
