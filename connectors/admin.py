@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from orderflow.admin import status_badge
 
+from . import admin_views
 from .forms import ERPConnectionForm
 from .models import ConnectorEvent, ERPConnection, ERPExport
 from .services import pushing
+from .services.connection_test import test_connection
 
 
 class ReadOnlyAdminMixin:
@@ -72,6 +75,42 @@ class ERPConnectionAdmin(admin.ModelAdmin):
         ("Last poll", {"fields": ("last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at",
                                   "created_at", "updated_at")}),
     )
+
+    actions = ["run_connection_test"]
+
+    def get_urls(self) -> list:
+        def wrap(view):  # type: ignore[no-untyped-def]
+            return self.admin_site.admin_view(partial(view, self))
+
+        return [
+            path("<path:object_id>/test/", wrap(admin_views.test_connection_view),
+                 name="connectors_erpconnection_test"),
+            path("<path:object_id>/pin-host-key/", wrap(admin_views.pin_host_key_view),
+                 name="connectors_erpconnection_pin_host_key"),
+            *super().get_urls(),
+        ]
+
+    def _report_test(self, request: HttpRequest, conn: ERPConnection) -> None:
+        result = test_connection(connection=conn)
+        url = reverse("admin:connectors_erpconnection_test", args=[conn.pk])
+        if result.ok:
+            self.message_user(request, f"{conn}: {result.summary}", messages.SUCCESS)
+        else:
+            self.message_user(request, format_html('{}: {} <a href="{}">See the steps</a>', conn, result.summary,
+                                                   url), messages.ERROR)
+
+    @admin.action(description="Test connection", permissions=["view"])
+    def run_connection_test(self, request: HttpRequest, queryset: QuerySet[ERPConnection]) -> None:
+        for conn in queryset:
+            self._report_test(request, conn)
+
+    def response_add(self, request: HttpRequest, obj: ERPConnection, post_url_continue: str | None = None):
+        self._report_test(request, obj)  # an admin wants to know at once whether the settings work
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: ERPConnection) -> HttpResponse:
+        self._report_test(request, obj)
+        return super().response_change(request, obj)
 
     @admin.display(description="Endpoint")
     def endpoint(self, obj: ERPConnection) -> str:

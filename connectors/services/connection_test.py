@@ -1,0 +1,150 @@
+"""Test connection: every step an admin needs to trust a dropzone, each timed.
+
+Steps: TCP, server identity (with its SHA256 fingerprint), authentication
+(recorded by the transport while it opens), then the dropzone itself: the
+export dir is writable (write, rename, delete a probe file), the ack dir is
+listable, the processed/failed dirs can be created, and whether the server's
+rename overwrites an existing file.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+from ..models import ConnectorEvent, ERPConnection
+from ..transports import HostKeyError, Step, Transport, TransportError, get_transport
+from .events import record_event
+
+
+@dataclass
+class ConnectionTestResult:
+    ok: bool
+    steps: list[Step] = field(default_factory=list)
+    error: str = ""
+    #: Set when the server's identity is not the pinned one: what an admin may pin.
+    host_key_error: HostKeyError | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.ok:
+            return f"Connection test passed ({len(self.steps)} steps)."
+        return f"Connection test failed: {self.error}"
+
+
+@contextmanager
+def _step(steps: list[Step], name: str) -> Iterator[Step]:
+    record = Step(name=name)
+    started = time.monotonic()
+    try:
+        yield record
+    except TransportError as err:
+        record.ok = False
+        record.detail = err.message
+        raise
+    finally:
+        record.seconds = round(time.monotonic() - started, 3)
+        steps.append(record)
+
+
+def _probe_rename_overwrites(transport: Transport, directory: str, token: str) -> bool:
+    """Does the server's own rename replace an existing target?  Cleans up after itself."""
+    first = transport.join(directory, f".orderflow-probe-{token}-a")
+    second = transport.join(directory, f".orderflow-probe-{token}-b")
+    transport.write_file(first, b"a")
+    transport.write_file(second, b"b")
+    try:
+        transport.rename(first, second)
+        overwrites = True
+    except TransportError:
+        overwrites = False
+    finally:
+        for path in (first, second):
+            try:
+                transport.remove(path)
+            except TransportError:
+                pass  # already renamed away
+    return overwrites
+
+
+def _dropzone_steps(conn: ERPConnection, transport: Transport, steps: list[Step]) -> None:
+    token = uuid.uuid4().hex[:12]
+
+    def export_writable(step: Step) -> None:
+        probe = f".orderflow-probe-{token}"
+        final = transport.put_atomic(conn.export_path, probe, b"orderflow connection test\n")
+        transport.remove(final)
+        step.detail = f"wrote, renamed and deleted {probe} in {conn.export_path}"
+
+    def ack_listable(step: Step) -> None:
+        files = transport.list_dir(conn.ack_path)
+        step.detail = f"{len(files)} file(s) in {conn.ack_path}"
+
+    def archive_dirs(step: Step) -> None:
+        for path in (conn.effective_processed_path, conn.effective_failed_path):
+            transport.makedirs(path)
+        step.detail = f"{conn.effective_processed_path} and {conn.effective_failed_path} exist"
+
+    def rename_semantics(step: Step) -> None:
+        if _probe_rename_overwrites(transport, conn.export_path, token):
+            step.detail = ("the server's rename replaces existing files; orderflow checks for the final "
+                           "name before renaming (a small race remains if another writer uses the same name)")
+        else:
+            step.detail = "the server's rename refuses to replace existing files (safest)"
+
+    checks: list[tuple[str, Callable[[Step], None]]] = [
+        (f"Export dir {conn.export_path} writable", export_writable),
+        (f"Ack dir {conn.ack_path} listable", ack_listable),
+        ("Processed and failed dirs", archive_dirs),
+        ("Rename semantics", rename_semantics),
+    ]
+    for name, check in checks:
+        with _step(steps, name) as step:
+            check(step)
+
+
+def test_connection(*, connection: ERPConnection) -> ConnectionTestResult:
+    """Run every step, stop at the first failure, record a ConnectorEvent; never raises TransportError."""
+    result = ConnectionTestResult(ok=False)
+    transport = get_transport(connection.transport_settings())
+    try:
+        try:
+            transport.open()
+        finally:
+            result.steps.extend(transport.steps)
+        _dropzone_steps(connection, transport, result.steps)
+        result.ok = True
+    except HostKeyError as err:
+        result.error, result.host_key_error = err.message, err
+    except TransportError as err:
+        result.error = err.message
+    finally:
+        transport.close()
+    record_event(
+        kind="connection_test",
+        connection=connection,
+        level=ConnectorEvent.Level.INFO if result.ok else ConnectorEvent.Level.ERROR,
+        message=result.summary,
+        details={"steps": [asdict(s) for s in result.steps]},
+    )
+    return result
+
+
+test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
+
+
+def pin_host_key(*, connection: ERPConnection, host_key: str, user: str) -> None:
+    """Trust ``host_key`` (as presented by the server in a test) for this connection."""
+    previous = connection.host_key.strip()
+    connection.host_key = host_key.strip()
+    connection.save(update_fields=["host_key", "updated_at"])
+    record_event(
+        kind="host_key_pinned",
+        connection=connection,
+        level=ConnectorEvent.Level.WARNING if previous else ConnectorEvent.Level.INFO,
+        message=f"{user} pinned the server's host key" + (" (replacing the previous key)" if previous else ""),
+        details={"previous": previous, "pinned": connection.host_key},
+    )
