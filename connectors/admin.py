@@ -20,6 +20,7 @@ from .forms import ERPConnectionForm
 from .models import ConnectorEvent, ERPConnection, ERPExport
 from .services import pushing
 from .services.connection_test import test_connection
+from .services.documents import preview_export
 
 
 class ReadOnlyAdminMixin:
@@ -61,8 +62,8 @@ class ERPConnectionAdmin(admin.ModelAdmin):
     list_filter = ("is_active", "transport", "organization")
     search_fields = ("name", "host", "organization__name", "organization__slug")
     list_select_related = ("organization",)
-    readonly_fields = ("last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at", "created_at",
-                       "updated_at")
+    readonly_fields = ("mapping_preview", "last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at",
+                       "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("organization", "name", "is_active", "transport")}),
         ("Server", {"fields": ("host", "port", "username", "host_key", "connect_timeout_seconds",
@@ -71,7 +72,7 @@ class ERPConnectionAdmin(admin.ModelAdmin):
                                                  "private_key_passphrase", "clear_private_key_passphrase")}),
         ("Directories", {"fields": ("export_path", "ack_path", "processed_path", "failed_path", "temp_suffix")}),
         ("Delivery and polling", {"fields": ("max_attempts", "poll_interval_seconds", "min_ack_age_seconds",
-                                             "mapping")}),
+                                             "mapping", "mapping_preview")}),
         ("Last poll", {"fields": ("last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at",
                                   "created_at", "updated_at")}),
     )
@@ -111,6 +112,13 @@ class ERPConnectionAdmin(admin.ModelAdmin):
     def response_change(self, request: HttpRequest, obj: ERPConnection) -> HttpResponse:
         self._report_test(request, obj)
         return super().response_change(request, obj)
+
+    @admin.display(description="Preview of the file")
+    def mapping_preview(self, obj: ERPConnection) -> str:
+        if not obj.pk:
+            return "Save the connection to see a preview."
+        preview = preview_export(connection=obj)
+        return format_html('<pre class="of-preview" style="max-height:30em;overflow:auto">{}</pre>', preview)
 
     @admin.display(description="Endpoint")
     def endpoint(self, obj: ERPConnection) -> str:

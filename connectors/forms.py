@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 
+from .mapping import validate_mapping
 from .models import ERPConnection
 
 SECRET_FIELDS = ("password", "private_key", "private_key_passphrase")
@@ -53,6 +54,13 @@ class ERPConnectionForm(forms.ModelForm):
                 "A value is stored. Leave empty to keep it; type a new one to replace it."
                 if stored else "Nothing stored."
             )
+
+    def clean_mapping(self) -> dict:
+        mapping = self.cleaned_data.get("mapping") or {}
+        problems = validate_mapping(mapping)
+        if problems:
+            raise forms.ValidationError(problems)
+        return mapping
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

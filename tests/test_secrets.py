@@ -107,3 +107,21 @@ def test_form_error_page_does_not_echo_typed_secrets(admin_client: Client, secre
     assert "temp suffix must start" in html
     assert "typed-Secret-1" not in html and "typed-key-material" not in html
     assert ERPConnection.objects.get(pk=secret_conn.pk).password == PASSWORD
+
+
+def test_invalid_mapping_is_refused_with_reasons(admin_client: Client, secret_conn: ERPConnection) -> None:
+    response = admin_client.post(change_url(secret_conn),
+                                 form_data(secret_conn, mapping='{"drop": ["export_id"], "frobnicate": 1}'))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "export_id" in html and "frobnicate" in html
+    assert ERPConnection.objects.get(pk=secret_conn.pk).mapping == {}
+
+
+def test_mapping_preview_shows_the_mapped_document(admin_client: Client, secret_conn: ERPConnection,
+                                                   make_draft) -> None:
+    make_draft()
+    secret_conn.mapping = {"add": {"sender": "orderflow-preview"}, "drop": ["order.notes"]}
+    secret_conn.save()
+    html = admin_client.get(change_url(secret_conn)).content.decode()
+    assert "orderflow-preview" in html and "_acme_PO-2026-0042_00000000.json" in html

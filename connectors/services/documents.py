@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from uuid import UUID
+
+from django.utils import timezone
 
 from orderflow.models import DraftOrder
 
 from .. import payloads
-from ..mapping import apply_mapping
+from ..mapping import MappingError, apply_mapping
+from ..models import ERPConnection
+from ..payloads import PayloadError
 
 
 def order_data(draft: DraftOrder) -> payloads.OrderData:
@@ -53,3 +58,17 @@ def build_export_file(
         export_id=export_id,
     )
     return name, payloads.render(apply_mapping(document, mapping))
+
+
+def preview_export(*, connection: ERPConnection) -> str:
+    """The file this connection would write for the organization's newest draft, or why it cannot."""
+    draft = DraftOrder.objects.filter(organization_id=connection.organization_id, lines__isnull=False).first()
+    if draft is None:
+        return "No draft with lines in this organization yet: nothing to preview."
+    try:
+        name, data = build_export_file(draft=draft, export_id=uuid.UUID(int=0),
+                                       generated_at=timezone.now().replace(microsecond=0),
+                                       mapping=connection.mapping)
+    except (PayloadError, MappingError) as err:
+        return f"Draft {draft.order_number} cannot be exported: {err}"
+    return f"{name}\n\n{data.decode('utf-8')}"
