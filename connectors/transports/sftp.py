@@ -1,0 +1,391 @@
+"""SFTP over SSH with paramiko: pinned host key, password or key login, bounded waits.
+
+The host key is checked right after the key exchange, before any credential is
+sent, against the pinned OpenSSH public key line: no "trust on first use".
+Every network wait has a deadline from the settings; every fault leaves as
+:class:`TransportError` naming the operation, the path and host:port.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import io
+import itertools
+import posixpath
+import socket
+import stat as stat_mode
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+
+import paramiko
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from .base import (
+    CODE_AUTH,
+    CODE_DNS,
+    CODE_EXISTS,
+    CODE_HOST_KEY_CHANGED,
+    CODE_HOST_KEY_UNKNOWN,
+    CODE_NETWORK,
+    CODE_NOT_FOUND,
+    CODE_PERMISSION,
+    CODE_REFUSED,
+    CODE_TIMEOUT,
+    CODE_TOO_LARGE,
+    HostKeyError,
+    RemoteFile,
+    Transport,
+    TransportError,
+)
+
+CODE_KEY_INVALID = "key_invalid"  # private key unreadable, or passphrase wrong/missing
+CODE_CONFIG = "config"
+CODE_SERVER_FAILURE = "server_failure"  # SFTP's catch-all "Failure" status (disk full, …)
+
+# A host key line says "ssh-rsa", but servers sign with these algorithms (paramiko 5 dropped SHA-1).
+_HOST_KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
+_KEY_CLASSES = {
+    ed25519.Ed25519PrivateKey: paramiko.Ed25519Key,
+    rsa.RSAPrivateKey: paramiko.RSAKey,
+    ec.EllipticCurvePrivateKey: paramiko.ECDSAKey,
+}
+
+
+def _permanent(message: str, code: str) -> TransportError:
+    return TransportError(message, permanent=True, code=code)
+
+
+def fingerprint(blob: bytes) -> str:
+    """OpenSSH's ``SHA256:…`` fingerprint of a public key blob."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def parse_public_key(line: str) -> tuple[str, bytes]:
+    """``(type, blob)`` of an OpenSSH public key line; a known_hosts host prefix is skipped."""
+    parts = line.split()
+    for token, encoded in itertools.pairwise(parts):
+        with suppress(ValueError):
+            blob = base64.b64decode(encoded, validate=True)
+            if blob[4 : 4 + int.from_bytes(blob[:4], "big")] == token.encode():  # the blob names its type
+                return token, blob
+    raise _permanent("the pinned host key is not an OpenSSH public key line ('ssh-ed25519 AAAA…')", CODE_CONFIG)
+
+
+def load_private_key(text: str, passphrase: str) -> paramiko.PKey:
+    """A paramiko key from OpenSSH or PEM (PKCS#1, SEC1, PKCS#8) text, encrypted or not.
+
+    cryptography reads every format; paramiko gets the key re-encoded as
+    unencrypted OpenSSH, which all its key classes read (its own PEM readers
+    miss PKCS#8).  Messages never quote the key or the passphrase.
+    """
+    data = text.strip().encode() + b"\n"
+    load = serialization.load_ssh_private_key if b"OPENSSH PRIVATE KEY" in data else serialization.load_pem_private_key
+    try:
+        key = load(data, None)
+    except TypeError as err:  # encrypted; a passphrase for a plain key is simply not needed
+        if not passphrase:
+            raise _permanent("the private key is protected by a passphrase, but none is set", CODE_KEY_INVALID) from err
+        try:
+            key = load(data, passphrase.encode())
+        except ValueError as err2:
+            raise _permanent("the private key could not be decrypted: wrong passphrase", CODE_KEY_INVALID) from err2
+    except (ValueError, UnsupportedAlgorithm) as err:
+        raise _permanent("the private key could not be read (not an OpenSSH or PEM key)", CODE_KEY_INVALID) from err
+    cls = next((c for base, c in _KEY_CLASSES.items() if isinstance(key, base)), None)
+    if cls is None:
+        raise _permanent(f"unsupported private key type {type(key).__name__} (use Ed25519/RSA/ECDSA)", CODE_KEY_INVALID)
+    openssh, pem = serialization.PrivateFormat.OpenSSH, serialization.Encoding.PEM
+    plain = key.private_bytes(pem, openssh, serialization.NoEncryption())
+    return cls.from_private_key(io.StringIO(plain.decode()))
+
+
+def _classify(err: BaseException) -> tuple[str, bool, str]:
+    """``(code, permanent, reason)`` of a low-level error, looking through its causes."""
+    seen: BaseException | None = err
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        if isinstance(seen, TimeoutError):  # socket.timeout is an alias
+            return CODE_TIMEOUT, False, "timed out"
+        if isinstance(seen, socket.gaierror):
+            return CODE_DNS, False, "host name could not be resolved"
+        if isinstance(seen, ConnectionRefusedError):
+            return CODE_REFUSED, False, "connection refused (is the SSH server running on that port?)"
+        if isinstance(seen, OSError) and seen.errno in (errno.EACCES, errno.EPERM):
+            return CODE_PERMISSION, True, "permission denied"
+        if isinstance(seen, OSError) and seen.errno == errno.ENOENT:
+            return CODE_NOT_FOUND, True, "no such file or directory"
+        seen = seen.__cause__ or seen.__context__
+    if type(err) is OSError and err.errno is None:  # paramiko's IOError(status text) for SSH_FX_FAILURE
+        return CODE_SERVER_FAILURE, False, f"the server reported: {err}"
+    return CODE_NETWORK, False, f"connection lost ({type(err).__name__}{': ' if str(err) else ''}{err})"
+
+
+class SFTPTransport(Transport):
+    max_parallel_uploads = 2
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.where = f"{settings.host}:{settings.port or 22}"
+        self._sock: socket.socket | None = None
+        self._ssh: paramiko.Transport | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @contextmanager
+    def _errors(self, action: str, path: str = "") -> Iterator[None]:
+        """Anything raised inside leaves as a TransportError naming the operation."""
+        try:
+            yield
+        except TransportError:
+            raise
+        except Exception as err:
+            code, permanent, reason = _classify(err)
+            target = f"{path} on {self.where}" if path else self.where
+            raise TransportError(f"SFTP {action} {target}: {reason}", permanent=permanent, code=code) from err
+
+    # -- lifecycle -----------------------------------------------------------
+    def open(self) -> None:
+        s = self.settings
+        try:
+            with self.step("TCP connect") as st, self._errors("connect to"):
+                self._sock = socket.create_connection((s.host, s.port or 22), timeout=s.connect_timeout)
+                st.detail = self.where
+            with self.step("Host key") as st:
+                key = self._handshake()
+                st.detail = f"{key.get_name()} {fingerprint(key.asbytes())}"
+            with self.step("Authentication") as st, self._errors("log in to"):
+                st.detail = self._authenticate()
+            with self.step("SFTP session"), self._errors("start the SFTP session on"):
+                self._sftp = self._open_sftp()
+        except BaseException:
+            self.close()  # whatever was opened so far
+            raise
+
+    def _handshake(self) -> paramiko.PKey:
+        s, pinned = self.settings, self.settings.host_key.strip()
+        pinned_type, pinned_blob = parse_public_key(pinned) if pinned else ("", b"")
+        with self._errors("connect to"):
+            ssh = self._ssh = paramiko.Transport(self._sock)
+            ssh.banner_timeout = s.connect_timeout
+            ssh.handshake_timeout = 2 * s.connect_timeout + 5  # backstop: our wait below ends first
+            ssh.auth_timeout = ssh.channel_timeout = s.operation_timeout
+            # Ask for the pinned key's type first, so a server with several host
+            # keys presents the one we know; with nothing pinned, prefer Ed25519.
+            options = ssh.get_security_options()
+            wanted = _HOST_KEY_ALGORITHMS.get(pinned_type, (pinned_type or "ssh-ed25519",))
+            first = [a for a in wanted if a in options.key_types]
+            options.key_types = first + [a for a in options.key_types if a not in first]
+            done = threading.Event()
+            ssh.start_client(event=done)  # with an event, so we bound the wait ourselves
+            if not done.wait(2 * s.connect_timeout):
+                raise TimeoutError("key exchange")
+            if not ssh.is_active():
+                raise ssh.get_exception() or paramiko.SSHException("key exchange failed")
+        key = ssh.get_remote_server_key()
+        name, got = key.get_name(), fingerprint(key.asbytes())
+        facts = {"presented_key": f"{name} {key.get_base64()}", "presented_fingerprint": got}
+        if not pinned:
+            raise HostKeyError(
+                f"{self.where} presented the host key {name} {got}, but no host key is pinned; "
+                "check the fingerprint with the server's admin, then pin the key",
+                code=CODE_HOST_KEY_UNKNOWN, **facts,
+            )  # fmt: skip
+        if key.asbytes() != pinned_blob:
+            expected = fingerprint(pinned_blob)
+            raise HostKeyError(
+                f"the host key of {self.where} has CHANGED: expected {pinned_type} {expected}, the server "
+                f"presented {name} {got}; pin the new key only if the server's admin confirms it",
+                code=CODE_HOST_KEY_CHANGED, expected_fingerprint=expected, **facts,
+            )  # fmt: skip
+        return key
+
+    def _authenticate(self) -> str:
+        """Key first, then password; returns the method that worked."""
+        s, ssh = self.settings, self._ssh
+        assert ssh is not None
+        key = load_private_key(s.private_key, s.private_key_passphrase) if s.private_key else None
+        attempts = [(f"key {key.get_name()} {key.fingerprint}", ssh.auth_publickey, key)] if key else []
+        attempts += [("password", ssh.auth_password, s.password)] if s.password else []
+        if not attempts:
+            raise _permanent("no password or private key is set", CODE_AUTH)
+        refused: list[str] = []
+        for label, method, secret in attempts:
+            try:
+                method(s.username, secret)
+            except paramiko.AuthenticationException as err:
+                # paramiko reports a timeout or a dropped connection as an auth failure too.
+                if "timeout" in str(err).lower():
+                    raise TimeoutError("login") from err
+                if not ssh.is_active():
+                    raise EOFError("connection closed during login") from err
+                allowed = getattr(err, "allowed_types", None)
+                refused.append(f"{label} (the server allows only {', '.join(allowed)})" if allowed else label)
+            if ssh.is_authenticated():
+                return label
+        tried = " and the ".join(refused)
+        raise _permanent(f"{self.where} refused the login of user {s.username!r} with the {tried}", CODE_AUTH)
+
+    def _open_sftp(self) -> paramiko.SFTPClient:
+        """A new SFTP channel; each of its reads and writes waits at most operation_timeout."""
+        assert self._ssh is not None
+        timeout = self.settings.operation_timeout
+        try:
+            chan = self._ssh.open_session(timeout=timeout)
+        except paramiko.SSHException as err:  # paramiko words its channel-open timeout only in the text
+            if "timeout" in str(err).lower():
+                raise TimeoutError("opening a channel") from err
+            raise
+        chan.settimeout(timeout)
+        fired = threading.Event()
+
+        def give_up() -> None:  # invoke_subsystem itself waits forever; a closed channel ends the wait
+            fired.set()
+            chan.close()
+
+        watchdog = threading.Timer(timeout, give_up)
+        watchdog.start()
+        try:
+            chan.invoke_subsystem("sftp")
+        except Exception as err:
+            chan.close()
+            if fired.is_set():
+                raise TimeoutError("sftp subsystem") from err
+            raise
+        finally:
+            watchdog.cancel()
+        return paramiko.SFTPClient(chan)
+
+    def close(self) -> None:
+        for thing in (self._sftp, self._ssh, self._sock):
+            with suppress(Exception):
+                if thing is not None:
+                    thing.close()
+        self._sftp = self._ssh = self._sock = None
+
+    def _client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            raise TransportError(f"the SFTP connection to {self.where} is not open", code=CODE_NETWORK)
+        return self._sftp
+
+    # -- primitives ----------------------------------------------------------
+    def list_dir(self, directory: str) -> list[RemoteFile]:
+        with self._errors("list", directory):
+            entries = self._client().listdir_attr(directory)  # attributes come with the names: no stat per file
+        return [_remote_file(a.filename, a) for a in entries if a.st_mode is not None and stat_mode.S_ISREG(a.st_mode)]
+
+    def stat(self, path: str) -> RemoteFile | None:
+        try:
+            with self._errors("stat", path):
+                return _remote_file(posixpath.basename(path), self._client().stat(path))
+        except TransportError as err:
+            if err.code == CODE_NOT_FOUND:
+                return None
+            raise
+
+    def read_file(self, path: str, *, max_bytes: int) -> bytes:
+        too_large = f"{path} on {self.where} is larger than {max_bytes} bytes"
+        with self._errors("read", path), self._client().open(path, "rb") as fh:
+            size = fh.stat().st_size
+            if size is not None and size > max_bytes:
+                raise _permanent(too_large, CODE_TOO_LARGE)
+            if size:
+                fh.prefetch(size)  # pipelined reads instead of one round trip per 32 KiB
+            data = fh.read(max_bytes + 1)  # one byte more tells "exactly the cap" from "grew past it"
+        if len(data) > max_bytes:
+            raise _permanent(too_large, CODE_TOO_LARGE)
+        return data
+
+    def write_file(self, path: str, data: bytes) -> None:
+        with self._errors("write", path), self._client().open(path, "wb") as fh:
+            fh.set_pipelined(True)  # don't wait for each chunk's acknowledgement; close() checks them all
+            fh.write(data)
+
+    def rename(self, src: str, dst: str) -> None:
+        with self._errors(f"rename {src} to", dst):
+            self._client().rename(src, dst)  # SSH_FXP_RENAME: OpenSSH refuses an existing target
+
+    def rename_no_overwrite(self, src: str, dst: str) -> None:
+        # The server's refusal is the atomic check; stat afterwards only tells why it refused.
+        try:
+            self.rename(src, dst)
+        except TransportError as err:
+            if self.stat(dst) is not None:
+                raise _permanent(f"{dst} already exists on {self.where}", CODE_EXISTS) from err
+            raise
+
+    def remove(self, path: str) -> None:
+        with self._errors("remove", path):
+            self._client().remove(path)
+
+    def makedirs(self, path: str) -> None:
+        sftp, parts = self._client(), path.split("/")
+        for i, part in enumerate(parts):
+            current = "/".join(parts[: i + 1])
+            if not part:
+                continue
+            with self._errors("create directory", current):
+                try:
+                    sftp.mkdir(current)
+                except OSError as err:  # fine if it is (or meanwhile became) a directory
+                    try:
+                        mode = sftp.stat(current).st_mode
+                    except OSError:
+                        raise err from None
+                    if mode is not None and not stat_mode.S_ISDIR(mode):
+                        raise _permanent(f"{current} on {self.where} exists and is not a directory", CODE_EXISTS)
+
+    # -- parallel uploads ----------------------------------------------------
+    def put_many(self, directory: str, items: Iterable[tuple[str, bytes]]) -> list[tuple[str, str | TransportError]]:
+        """``put_atomic`` over up to ``max_parallel_uploads`` SFTP channels of this connection.
+
+        Each thread has its own SFTPClient (one client shared between threads
+        hangs); this thread uses the main one.  Results keep the input order.
+        """
+        todo = list(items)
+        results: list[tuple[str, str | TransportError]] = [("", TransportError("not run"))] * len(todo)
+        indexes, lock = iter(range(len(todo))), threading.Lock()
+
+        def work(transport: SFTPTransport) -> None:
+            while True:
+                with lock:
+                    i = next(indexes, None)
+                if i is None:
+                    return
+                name, data = todo[i]
+                try:
+                    results[i] = (name, transport.put_atomic(directory, name, data))
+                except TransportError as err:
+                    results[i] = (name, err)
+                except Exception as err:  # noqa: BLE001 - never lose a result to a stray error
+                    results[i] = (name, TransportError(f"upload of {name} to {self.where} failed: {err}"))
+
+        helpers: list[SFTPTransport] = []
+        for _ in range(min(self.max_parallel_uploads, len(todo)) - 1):
+            helper = SFTPTransport(self.settings)
+            helper._ssh = self._ssh
+            try:
+                helper._sftp = self._open_sftp()
+            except (paramiko.SSHException, OSError, EOFError):
+                break  # fewer channels is slower, not wrong
+            helpers.append(helper)
+        threads = [threading.Thread(target=work, args=(h,), name="sftp-upload", daemon=True) for h in helpers]
+        for thread in threads:
+            thread.start()
+        try:
+            work(self)
+        finally:
+            for thread in threads:
+                thread.join()
+            for helper in helpers:
+                with suppress(Exception):
+                    helper._client().close()  # only its channel: the connection stays ours
+        return results
+
+
+def _remote_file(name: str, attrs: paramiko.SFTPAttributes) -> RemoteFile:
+    return RemoteFile(name, attrs.st_size or 0, None if attrs.st_mtime is None else float(attrs.st_mtime))

@@ -1,0 +1,487 @@
+"""SFTPTransport against a real OpenSSH sshd (see tests/fixtures/sftp.py).
+
+Every success is checked on the server's disk; every failure class is checked
+for its code, whether it is permanent, and that no secret leaks into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from connectors.transports import get_transport
+from connectors.transports.base import (
+    CODE_AUTH,
+    CODE_DNS,
+    CODE_EXISTS,
+    CODE_HOST_KEY_CHANGED,
+    CODE_HOST_KEY_UNKNOWN,
+    CODE_NETWORK,
+    CODE_NOT_FOUND,
+    CODE_PERMISSION,
+    CODE_REFUSED,
+    CODE_TIMEOUT,
+    CODE_TOO_LARGE,
+    HostKeyError,
+    TransportError,
+)
+from connectors.transports.sftp import CODE_KEY_INVALID, SFTPTransport
+from tests.fixtures.sftp import CLIENT_KEY_PASSPHRASE
+from tests.servers.blackhole import BlackholeServer, closed_port
+from tests.servers.sshd import fingerprint, make_client_key
+
+
+def connect(settings) -> SFTPTransport:
+    """A transport from the registry, opened by the ``with`` around it."""
+    transport = get_transport(settings)
+    assert isinstance(transport, SFTPTransport)
+    return transport
+
+
+def open_error(settings) -> TransportError:
+    transport = get_transport(settings)
+    with pytest.raises(TransportError) as info:
+        transport.open()
+    transport.close()  # a second close after open() cleaned up must be harmless
+    return info.value
+
+
+def secrets_of(settings) -> list[str]:
+    values = [settings.password, settings.private_key_passphrase, settings.private_key]
+    # Any single line of the key body would already be a leak.
+    values += [line for line in settings.private_key.splitlines() if line and not line.startswith("-----")]
+    return [v for v in values if v]
+
+
+def assert_no_secret(text: str, settings) -> None:
+    for secret in secrets_of(settings):
+        assert secret not in text
+
+
+# -- uploads and file operations ---------------------------------------------------
+
+
+def test_put_atomic_writes_final_file_and_leaves_no_temp(sftp_settings, sftp_dir: Path):
+    data = os.urandom(300_000)  # several SFTP packets
+    with connect(sftp_settings()) as t:
+        final = t.put_atomic(str(sftp_dir), "invoice.xml", data)
+        assert [s.name for s in t.steps] == ["TCP connect", "Host key", "Authentication", "SFTP session"]
+        assert all(s.ok for s in t.steps)
+    assert final == str(sftp_dir / "invoice.xml")
+    assert (sftp_dir / "invoice.xml").read_bytes() == data
+    assert sorted(p.name for p in sftp_dir.iterdir()) == ["invoice.xml"]
+
+
+def test_put_atomic_refuses_existing_final_file(sftp_settings, sftp_dir: Path):
+    (sftp_dir / "order.csv").write_bytes(b"original")
+    with connect(sftp_settings()) as t, pytest.raises(TransportError) as info:
+        t.put_atomic(str(sftp_dir), "order.csv", b"new content")
+    assert info.value.code == CODE_EXISTS and info.value.permanent
+    assert (sftp_dir / "order.csv").read_bytes() == b"original"
+    assert sorted(p.name for p in sftp_dir.iterdir()) == ["order.csv"]
+
+
+def test_rename_no_overwrite_relies_on_the_server_refusing(sftp_settings, sftp_dir: Path):
+    (sftp_dir / "a.tmp").write_bytes(b"new")
+    (sftp_dir / "a").write_bytes(b"old")
+    with connect(sftp_settings()) as t, pytest.raises(TransportError) as info:
+        t.rename_no_overwrite(str(sftp_dir / "a.tmp"), str(sftp_dir / "a"))
+    assert info.value.code == CODE_EXISTS and info.value.permanent
+    assert (sftp_dir / "a").read_bytes() == b"old"
+    assert (sftp_dir / "a.tmp").read_bytes() == b"new"
+
+
+def test_list_dir_stat_and_read_file(sftp_settings, sftp_dir: Path):
+    (sftp_dir / "one.txt").write_bytes(b"12345")
+    (sftp_dir / "empty.txt").write_bytes(b"")
+    (sftp_dir / "subdir").mkdir()
+    os.utime(sftp_dir / "one.txt", (1_700_000_000, 1_700_000_000))
+    with connect(sftp_settings()) as t:
+        files = {f.name: f for f in t.list_dir(str(sftp_dir))}
+        assert set(files) == {"one.txt", "empty.txt"}  # regular files only
+        assert files["one.txt"].size == 5 and files["one.txt"].mtime == 1_700_000_000
+        assert t.stat(str(sftp_dir / "one.txt")).size == 5
+        assert t.stat(str(sftp_dir / "missing.txt")) is None
+        assert t.read_file(str(sftp_dir / "one.txt"), max_bytes=5) == b"12345"
+        assert t.read_file(str(sftp_dir / "empty.txt"), max_bytes=0) == b""
+        with pytest.raises(TransportError) as info:
+            t.read_file(str(sftp_dir / "one.txt"), max_bytes=4)
+        assert info.value.code == CODE_TOO_LARGE and info.value.permanent
+
+
+def test_read_file_larger_than_a_packet(sftp_settings, sftp_dir: Path):
+    data = os.urandom(1_000_000)
+    (sftp_dir / "big.bin").write_bytes(data)
+    with connect(sftp_settings()) as t:
+        assert t.read_file(str(sftp_dir / "big.bin"), max_bytes=len(data)) == data
+
+
+def test_list_dir_with_many_entries(sftp_settings, sftp_dir: Path):
+    for i in range(3000):  # many READDIR batches
+        (sftp_dir / f"f{i:05d}.txt").touch()
+    with connect(sftp_settings()) as t:
+        names = {f.name for f in t.list_dir(str(sftp_dir))}
+    assert names == {f"f{i:05d}.txt" for i in range(3000)}
+
+
+def test_move_no_overwrite_adds_a_numeric_suffix(sftp_settings, sftp_dir: Path):
+    (sftp_dir / "in").mkdir()
+    (sftp_dir / "done").mkdir()
+    (sftp_dir / "in" / "report.csv").write_bytes(b"third")
+    (sftp_dir / "done" / "report.csv").write_bytes(b"first")
+    (sftp_dir / "done" / "report-1.csv").write_bytes(b"second")
+    with connect(sftp_settings()) as t:
+        moved = t.move_no_overwrite(str(sftp_dir / "in" / "report.csv"), str(sftp_dir / "done"))
+    assert moved == str(sftp_dir / "done" / "report-2.csv")
+    assert not (sftp_dir / "in" / "report.csv").exists()
+    assert [(sftp_dir / "done" / n).read_bytes() for n in ("report.csv", "report-1.csv", "report-2.csv")] == [
+        b"first",
+        b"second",
+        b"third",
+    ]
+
+
+def test_makedirs_and_remove(sftp_settings, sftp_dir: Path):
+    (sftp_dir / "a").mkdir()
+    (sftp_dir / "file").write_bytes(b"x")
+    with connect(sftp_settings()) as t:
+        t.makedirs(str(sftp_dir / "a" / "b" / "c"))
+        t.makedirs(str(sftp_dir / "a" / "b" / "c"))  # existing is fine
+        t.makedirs(str(sftp_dir / "a" / "b") + "/")
+        with pytest.raises(TransportError) as info:
+            t.makedirs(str(sftp_dir / "file" / "sub"))
+        assert info.value.permanent
+        t.remove(str(sftp_dir / "file"))
+        with pytest.raises(TransportError) as info:
+            t.remove(str(sftp_dir / "file"))
+        assert info.value.code == CODE_NOT_FOUND
+    assert (sftp_dir / "a" / "b" / "c").is_dir()
+    assert not (sftp_dir / "file").exists()
+
+
+def test_put_many_uploads_over_two_channels(sftp_settings, sftp_dir: Path, monkeypatch):
+    opened: list[int] = []
+    real_open_sftp = SFTPTransport._open_sftp
+
+    def counting_open_sftp(self):
+        opened.append(threading.get_ident())
+        return real_open_sftp(self)
+
+    monkeypatch.setattr(SFTPTransport, "_open_sftp", counting_open_sftp)
+    (sftp_dir / "f3.xml").write_bytes(b"already there")
+    items = [(f"f{i}.xml", os.urandom(50_000 + i)) for i in range(8)]
+    with connect(sftp_settings()) as t:
+        results = t.put_many(str(sftp_dir), items)
+    assert len(opened) == 2  # the session's channel plus one for the second worker
+    assert [name for name, _ in results] == [name for name, _ in items]
+    for (name, data), (_, outcome) in zip(items, results):
+        if name == "f3.xml":
+            assert isinstance(outcome, TransportError) and outcome.code == CODE_EXISTS
+            assert (sftp_dir / name).read_bytes() == b"already there"
+        else:
+            assert outcome == str(sftp_dir / name)
+            assert (sftp_dir / name).read_bytes() == data
+    assert not [p for p in sftp_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_put_many_with_nothing_to_do(sftp_settings, sftp_dir: Path):
+    with connect(sftp_settings()) as t:
+        assert t.put_many(str(sftp_dir), []) == []
+
+
+# -- logging in ---------------------------------------------------------------------
+
+
+def test_password_login(sftp_settings, sftp_password_dir: Path, sshd_server):
+    with connect(sftp_settings("password")) as t:
+        assert t.steps[2].detail == "password"
+        t.put_atomic(str(sftp_password_dir), "hello.txt", b"hi")
+    assert (sftp_password_dir / "hello.txt").read_bytes() == b"hi"
+    if os.geteuid() == 0:  # written by the password user, not by root
+        assert (sftp_password_dir / "hello.txt").stat().st_uid == sshd_server.password_user.uid
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa", "ecdsa"])
+@pytest.mark.parametrize("fmt", ["openssh", "pem"])
+@pytest.mark.parametrize("protected", [False, True], ids=["plain", "passphrase"])
+def test_key_login(sftp_settings, sftp_dir: Path, kind, fmt, protected):
+    settings = sftp_settings(key=(kind, fmt, protected))
+    assert settings.private_key.startswith("-----BEGIN")
+    with connect(settings) as t:
+        assert t.steps[2].detail.startswith("key ")
+        t.write_file(str(sftp_dir / "k.txt"), kind.encode())
+    assert (sftp_dir / "k.txt").read_bytes() == kind.encode()
+
+
+def test_key_refused_then_password_accepted(sftp_settings, sftp_password_dir: Path, sshd_server):
+    if sshd_server.kind == "asyncssh":  # it drops paramiko's second ssh-userauth service request; OpenSSH doesn't
+        pytest.skip("the asyncssh stand-in refuses a second login method on one connection")
+    stranger = make_client_key("ed25519")
+    settings = sftp_settings("password", private_key=stranger.private_key)
+    with connect(settings) as t:
+        assert t.steps[2].detail == "password"
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa", "ecdsa"])
+def test_the_pinned_host_key_type_is_asked_for(sftp_settings, sshd_server, kind):
+    pinned = sshd_server.host_keys[kind]
+    with connect(sftp_settings(host_key=pinned + " comment")) as t:
+        assert t.steps[1].detail == f"{pinned.split()[0]} {fingerprint(pinned)}"
+
+
+# -- failures -----------------------------------------------------------------------
+
+
+def test_wrong_password(sftp_settings):
+    settings = sftp_settings("password", password="not-the-password-7f3a")
+    err = open_error(settings)
+    assert err.code == CODE_AUTH and err.permanent
+    assert settings.username in err.message
+    assert_no_secret(err.message, settings)
+
+
+def test_unauthorized_key(sftp_settings):
+    stranger = make_client_key("ed25519")
+    settings = sftp_settings(private_key=stranger.private_key, private_key_passphrase="")
+    err = open_error(settings)
+    assert err.code == CODE_AUTH and err.permanent
+    assert_no_secret(err.message, settings)
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint(sftp_settings, sshd_server):
+    transport = get_transport(sftp_settings(host_key=""))
+    with pytest.raises(HostKeyError) as info:
+        transport.open()
+    err = info.value
+    assert err.code == CODE_HOST_KEY_UNKNOWN and err.permanent
+    assert err.presented_key == sshd_server.host_keys["ed25519"]  # Ed25519 preferred when nothing is pinned
+    if shutil.which("ssh-keygen"):
+        pub = sshd_server.dir / "ssh_host_ed25519_key.pub"
+        listed = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True)
+        assert err.presented_fingerprint == listed.stdout.split()[1]
+    assert err.presented_fingerprint in err.message
+    assert [(s.name, s.ok) for s in transport.steps] == [("TCP connect", True), ("Host key", False)]
+
+
+def test_changed_host_key(sftp_settings, sshd_server, sshd_factory):
+    other = sshd_factory()  # same setup, other host keys: "the server was replaced"
+    settings = sftp_settings(port=other.port)  # still pins sshd_server's key
+    err = open_error(settings)
+    assert isinstance(err, HostKeyError)
+    assert err.code == CODE_HOST_KEY_CHANGED and err.permanent
+    assert err.expected_fingerprint == fingerprint(sshd_server.host_keys["ed25519"])
+    assert err.presented_fingerprint == fingerprint(other.host_keys["ed25519"])
+    assert err.presented_key == other.host_keys["ed25519"]
+    assert err.expected_fingerprint in err.message and err.presented_fingerprint in err.message
+
+
+def test_pinned_key_of_a_type_the_server_lacks(sftp_settings):
+    foreign = make_client_key("ecdsa").public_line  # not the server's key, a type it does have
+    err = open_error(sftp_settings(host_key=foreign))
+    assert err.code == CODE_HOST_KEY_CHANGED and err.permanent
+
+
+def test_nothing_listening():
+    from connectors.transports.base import TransportSettings
+
+    err = open_error(TransportSettings(kind="sftp", host="127.0.0.1", port=closed_port(), username="x", password="y"))
+    assert err.code == CODE_REFUSED and not err.permanent
+    assert "127.0.0.1:" in err.message
+
+
+def test_silent_server_times_out_within_the_connect_timeout(sftp_settings):
+    with BlackholeServer() as hole:
+        started = time.monotonic()
+        err = open_error(sftp_settings(port=hole.port, connect_timeout=1.0))
+        took = time.monotonic() - started
+    assert err.code == CODE_TIMEOUT and not err.permanent
+    assert took < 5
+
+
+def test_stalled_server_times_out_within_the_operation_timeout(sftp_settings, sshd_server, sftp_dir: Path):
+    if not hasattr(sshd_server, "connection_pids"):
+        pytest.skip("needs sshd processes to freeze")
+    before = sshd_server.connection_pids()
+    transport = get_transport(sftp_settings(operation_timeout=1.0))
+    transport.open()
+    stalled = sshd_server.connection_pids() - before  # this connection's sshd processes
+    assert stalled
+    try:
+        for pid in stalled:
+            os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(TransportError) as info:
+            transport.list_dir(str(sftp_dir))
+        took = time.monotonic() - started
+    finally:
+        for pid in stalled:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        transport.close()
+    assert info.value.code == CODE_TIMEOUT and not info.value.permanent
+    assert str(sftp_dir) in info.value.message
+    assert took < 5
+
+
+def test_server_stalling_before_the_sftp_session_times_out(sftp_settings, sshd_server, monkeypatch):
+    # paramiko's invoke_subsystem has no deadline of its own; open() must still give up.
+    if not hasattr(sshd_server, "connection_pids"):
+        pytest.skip("needs sshd processes to freeze")
+    before = sshd_server.connection_pids()
+    stalled: set[int] = set()
+    real_invoke = paramiko.Channel.invoke_subsystem
+
+    def freeze_then_invoke(channel, name):
+        stalled.update(sshd_server.connection_pids() - before)
+        for pid in stalled:
+            os.kill(pid, signal.SIGSTOP)
+        return real_invoke(channel, name)
+
+    monkeypatch.setattr(paramiko.Channel, "invoke_subsystem", freeze_then_invoke)
+    transport = get_transport(sftp_settings(operation_timeout=1.0))
+    try:
+        with pytest.raises(TransportError) as info:
+            transport.open()
+    finally:
+        for pid in stalled:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert stalled
+    assert info.value.code == CODE_TIMEOUT and not info.value.permanent
+    assert [(s.name, s.ok) for s in transport.steps][-1] == ("SFTP session", False)
+
+
+def test_server_hanging_up_at_once_is_a_transient_network_error(sftp_settings):
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    try:
+        err = open_error(sftp_settings(port=port))
+    finally:
+        thread.join(5)
+        listener.close()
+    assert err.code == CODE_NETWORK and not err.permanent
+
+
+def test_unresolvable_host_name(sftp_settings, monkeypatch):
+    def no_such_host(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)  # no real DNS query from a test
+    transport = get_transport(sftp_settings(host="sftp.example.invalid"))
+    with pytest.raises(TransportError) as info:
+        transport.open()
+    assert info.value.code == CODE_DNS and not info.value.permanent
+    assert "sftp.example.invalid" in info.value.message
+    assert [(s.name, s.ok) for s in transport.steps] == [("TCP connect", False)]
+
+
+def test_missing_directory(sftp_settings, sftp_dir: Path):
+    missing = str(sftp_dir / "no" / "such")
+    with connect(sftp_settings()) as t:
+        for call in (
+            lambda: t.list_dir(missing),
+            lambda: t.put_atomic(missing, "x.txt", b"x"),
+            lambda: t.read_file(missing + "/x.txt", max_bytes=10),
+        ):
+            with pytest.raises(TransportError) as info:
+                call()
+            assert info.value.code == CODE_NOT_FOUND and info.value.permanent
+            assert missing in info.value.message
+
+
+def test_no_permission(sftp_settings, sshd_server):
+    # root writes anywhere, so as root the password user shows the refusal.
+    user, kind = sshd_server.key_user, "key"
+    if user.readonly_dir is None:
+        user, kind = sshd_server.password_user, "password"
+    if user is None or user.readonly_dir is None:
+        pytest.skip("no user without write access on this test server")
+    readonly = user.readonly_dir
+    with connect(sftp_settings(kind)) as t:
+        assert t.read_file(str(readonly / "existing.txt"), max_bytes=100) == b"read me\n"
+        for call in (
+            lambda: t.put_atomic(str(readonly), "x.txt", b"x"),
+            lambda: t.makedirs(str(readonly / "sub")),
+            lambda: t.remove(str(readonly / "existing.txt")),
+        ):
+            with pytest.raises(TransportError) as info:
+                call()
+            assert info.value.code == CODE_PERMISSION and info.value.permanent
+    assert sorted(p.name for p in readonly.iterdir()) == ["existing.txt"]
+
+
+@pytest.mark.parametrize("fmt", ["openssh", "pem"])
+def test_wrong_passphrase(sftp_settings, fmt):
+    settings = sftp_settings(key=("rsa", fmt, True), private_key_passphrase="wrong passphrase 42")
+    err = open_error(settings)
+    assert err.code == CODE_KEY_INVALID and err.permanent
+    assert "passphrase" in err.message
+    assert_no_secret(err.message, settings)
+    assert CLIENT_KEY_PASSPHRASE not in err.message
+
+
+def test_missing_passphrase(sftp_settings):
+    settings = sftp_settings(key=("ed25519", "openssh", True), private_key_passphrase="")
+    err = open_error(settings)
+    assert err.code == CODE_KEY_INVALID and err.permanent and "passphrase" in err.message
+
+
+def test_unreadable_private_key(sftp_settings):
+    broken = "-----BEGIN OPENSSH PRIVATE KEY-----\nbm9wZQ==\n-----END OPENSSH PRIVATE KEY-----"
+    settings = sftp_settings(private_key=broken)
+    err = open_error(settings)
+    assert err.code == CODE_KEY_INVALID and err.permanent
+    assert "bm9wZQ" not in err.message
+
+
+def test_no_secret_in_repr_errors_or_steps(sftp_settings, sftp_client_keys):
+    key = sftp_client_keys[("ecdsa", "pem", True)]
+    settings = sftp_settings("password", private_key=key.private_key, private_key_passphrase=key.passphrase)
+    assert_no_secret(repr(settings), settings)
+    failing = [
+        sftp_settings("password", password="wrong-" + settings.password),
+        sftp_settings("password", private_key=key.private_key, private_key_passphrase="nope-" + key.passphrase),
+        replace(settings, password="wrong-" + settings.password),  # key refused, then password refused
+        replace(settings, host_key=""),
+    ]
+    for bad in failing:
+        transport = get_transport(bad)
+        with pytest.raises(TransportError) as info:
+            transport.open()
+        texts = [str(info.value), repr(info.value), repr(bad)] + [repr(s) for s in transport.steps]
+        for text in texts:
+            assert_no_secret(text, bad)
+            assert_no_secret(text, settings)
+
+
+def test_failed_open_leaves_no_connection_behind(sftp_settings):
+    def paramiko_threads() -> set[threading.Thread]:
+        return {th for th in threading.enumerate() if type(th).__name__ == "Transport" and th.is_alive()}
+
+    before = paramiko_threads()  # earlier tests' threads may still be winding down
+    transport = get_transport(sftp_settings("key", private_key=make_client_key("rsa").private_key))
+    with pytest.raises(TransportError):
+        transport.open()  # fails after the SSH connection is up: at login
+    deadline = time.monotonic() + 2
+    while paramiko_threads() - before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not paramiko_threads() - before
+    assert transport._ssh is None and transport._sftp is None and transport._sock is None
