@@ -24,7 +24,11 @@ class ERPConnection(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="erp_connections")
     name = models.CharField(max_length=100)
     transport = models.CharField(max_length=10, choices=TRANSPORT_CHOICES, default="sftp")
-    host = models.CharField(max_length=255, blank=True)
+    host = models.CharField(
+        max_length=255, blank=True,
+        help_text="SFTP/FTP/FTPS: the server's name or address. Local: optional base directory; "
+        "the paths below are then taken inside it.",
+    )
     port = models.PositiveIntegerField(
         null=True, blank=True, validators=[MaxValueValidator(65535)], help_text="Empty: the protocol's default."
     )
@@ -92,6 +96,9 @@ class ERPConnection(models.Model):
             value = getattr(self, field)
             if value and (".." in value.split("/") or "\x00" in value):
                 errors[field] = "The path may not contain '..' or NUL."
+            elif value and self.transport == "local" and not self.host and not value.startswith("/"):
+                # Workers may run from another directory: a relative path would land elsewhere.
+                errors[field] = "Use an absolute path, or set a base directory in 'host'."
         if not self.temp_suffix.startswith(".") or "/" in self.temp_suffix:
             errors["temp_suffix"] = "The temp suffix must start with '.' and contain no '/', e.g. '.tmp'."
         if errors:

@@ -102,3 +102,12 @@ def test_paths_with_dotdot_are_rejected(org) -> None:
     with pytest.raises(ValidationError) as err:
         conn.full_clean()
     assert "'..'" in messages(err.value)["export_path"][0]
+
+
+def test_local_paths_must_be_absolute_without_a_base_dir(org) -> None:
+    conn = ERPConnection(organization=org, name="x", transport="local", export_path="var/inbound")
+    with pytest.raises(ValidationError) as err:
+        conn.full_clean()
+    assert "absolute path" in messages(err.value)["export_path"][0]
+    conn.host = "/srv/dropzone"
+    conn.full_clean()

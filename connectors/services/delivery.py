@@ -62,9 +62,12 @@ class DeliveryReport:
 
 
 def due_exports() -> QuerySet[ERPExport]:
-    """PENDING exports with a connection whose time has come and that nobody holds."""
+    """PENDING exports of active connections whose time has come and that nobody holds.
+
+    A deactivated connection's exports wait (with their frozen file) until it is active again.
+    """
     now = timezone.now()
-    return ERPExport.objects.filter(status=ERPExport.Status.PENDING, connection__isnull=False).filter(
+    return ERPExport.objects.filter(status=ERPExport.Status.PENDING, connection__is_active=True).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 

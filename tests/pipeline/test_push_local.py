@@ -286,3 +286,13 @@ def test_deliver_exports_command(make_draft, local_connection, local_dropzone, c
     out = capsys.readouterr().out
     assert "1 sent" in out and "sent: " in out
     assert len(files(local_dropzone / "inbound")) == 1
+
+
+def test_a_deactivated_connection_holds_its_exports(make_draft, local_connection, local_dropzone) -> None:
+    export = ERPExport.objects.create(draft=make_draft(), connection=local_connection)
+    ERPConnection.objects.filter(pk=local_connection.pk).update(is_active=False)
+    assert delivery.claim_due_exports(connection=local_connection) == []
+    ERPConnection.objects.filter(pk=local_connection.pk).update(is_active=True)
+    assert len(delivery.deliver_due_exports(connection=ERPConnection.objects.get()).sent) == 1
+    export.refresh_from_db()
+    assert export.status == "SENT"
