@@ -10,7 +10,7 @@ from .base import HostKeyError, RemoteFile, Step, Transport, TransportError, Tra
 # "local" never needs paramiko loaded.
 TRANSPORTS: dict[str, tuple[str, int | None, str]] = {
     "sftp": ("SFTP (SSH)", 22, "connectors.transports.sftp:SFTPTransport"),
-    "ftps": ("FTPS (explicit TLS)", 21, "connectors.transports.ftp:FTPSTransport"),
+    "ftps": ("FTPS (explicit TLS)", 21, "connectors.transports.ftps:FTPSTransport"),
     "ftp": ("FTP (unencrypted)", 21, "connectors.transports.ftp:FTPTransport"),
     "local": ("Local or mounted directory", None, "connectors.transports.local:LocalTransport"),
 }
@@ -34,11 +34,11 @@ def get_transport(settings: TransportSettings) -> Transport:
 
 
 __all__ = [
+    "TRANSPORTS",
+    "TRANSPORT_CHOICES",
     "HostKeyError",
     "RemoteFile",
     "Step",
-    "TRANSPORTS",
-    "TRANSPORT_CHOICES",
     "Transport",
     "TransportError",
     "TransportSettings",
