@@ -73,6 +73,11 @@ class TransportError(Exception):
         self.code = code
 
 
+def permanent(message: str, code: str) -> TransportError:
+    """Shorthand for a fault retrying cannot heal."""
+    return TransportError(message, permanent=True, code=code)
+
+
 class HostKeyError(TransportError):
     """The server's identity is not the pinned one (or none is pinned).
 

@@ -8,11 +8,7 @@ Every network wait has a deadline from the settings; every fault leaves as
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
-import io
-import itertools
 import posixpath
 import socket
 import stat as stat_mode
@@ -21,9 +17,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 
 import paramiko
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .base import (
     CODE_AUTH,
@@ -41,69 +34,14 @@ from .base import (
     RemoteFile,
     Transport,
     TransportError,
+    permanent,
 )
+from .ssh_keys import fingerprint, load_private_key, parse_public_key
 
-CODE_KEY_INVALID = "key_invalid"  # private key unreadable, or passphrase wrong/missing
-CODE_CONFIG = "config"
 CODE_SERVER_FAILURE = "server_failure"  # SFTP's catch-all "Failure" status (disk full, …)
 
 # A host key line says "ssh-rsa", but servers sign with these algorithms (paramiko 5 dropped SHA-1).
 _HOST_KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
-_KEY_CLASSES = {
-    ed25519.Ed25519PrivateKey: paramiko.Ed25519Key,
-    rsa.RSAPrivateKey: paramiko.RSAKey,
-    ec.EllipticCurvePrivateKey: paramiko.ECDSAKey,
-}
-
-
-def _permanent(message: str, code: str) -> TransportError:
-    return TransportError(message, permanent=True, code=code)
-
-
-def fingerprint(blob: bytes) -> str:
-    """OpenSSH's ``SHA256:…`` fingerprint of a public key blob."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def parse_public_key(line: str) -> tuple[str, bytes]:
-    """``(type, blob)`` of an OpenSSH public key line; a known_hosts host prefix is skipped."""
-    parts = line.split()
-    for token, encoded in itertools.pairwise(parts):
-        with suppress(ValueError):
-            blob = base64.b64decode(encoded, validate=True)
-            if blob[4 : 4 + int.from_bytes(blob[:4], "big")] == token.encode():  # the blob names its type
-                return token, blob
-    raise _permanent("the pinned host key is not an OpenSSH public key line ('ssh-ed25519 AAAA…')", CODE_CONFIG)
-
-
-def load_private_key(text: str, passphrase: str) -> paramiko.PKey:
-    """A paramiko key from OpenSSH or PEM (PKCS#1, SEC1, PKCS#8) text, encrypted or not.
-
-    cryptography reads every format; paramiko gets the key re-encoded as
-    unencrypted OpenSSH, which all its key classes read (its own PEM readers
-    miss PKCS#8).  Messages never quote the key or the passphrase.
-    """
-    data = text.strip().encode() + b"\n"
-    load = serialization.load_ssh_private_key if b"OPENSSH PRIVATE KEY" in data else serialization.load_pem_private_key
-    try:
-        key = load(data, None)
-    except TypeError as err:  # encrypted; a passphrase for a plain key is simply not needed
-        if not passphrase:
-            raise _permanent("the private key is protected by a passphrase, but none is set", CODE_KEY_INVALID) from err
-        try:
-            key = load(data, passphrase.encode())
-        except ValueError as err2:
-            raise _permanent("the private key could not be decrypted: wrong passphrase", CODE_KEY_INVALID) from err2
-    except (ValueError, UnsupportedAlgorithm) as err:
-        raise _permanent("the private key could not be read (not an OpenSSH or PEM key)", CODE_KEY_INVALID) from err
-    cls = next((c for base, c in _KEY_CLASSES.items() if isinstance(key, base)), None)
-    if cls is None:
-        raise _permanent(f"unsupported private key type {type(key).__name__} (use Ed25519/RSA/ECDSA)", CODE_KEY_INVALID)
-    openssh, pem = serialization.PrivateFormat.OpenSSH, serialization.Encoding.PEM
-    plain = key.private_bytes(pem, openssh, serialization.NoEncryption())
-    return cls.from_private_key(io.StringIO(plain.decode()))
-
-
 def _classify(err: BaseException) -> tuple[str, bool, str]:
     """``(code, permanent, reason)`` of a low-level error, looking through its causes."""
     seen: BaseException | None = err
@@ -212,7 +150,7 @@ class SFTPTransport(Transport):
         attempts = [(f"key {key.get_name()} {key.fingerprint}", ssh.auth_publickey, key)] if key else []
         attempts += [("password", ssh.auth_password, s.password)] if s.password else []
         if not attempts:
-            raise _permanent("no password or private key is set", CODE_AUTH)
+            raise permanent("no password or private key is set", CODE_AUTH)
         refused: list[str] = []
         for label, method, secret in attempts:
             try:
@@ -228,7 +166,7 @@ class SFTPTransport(Transport):
             if ssh.is_authenticated():
                 return label
         tried = " and the ".join(refused)
-        raise _permanent(f"{self.where} refused the login of user {s.username!r} with the {tried}", CODE_AUTH)
+        raise permanent(f"{self.where} refused the login of user {s.username!r} with the {tried}", CODE_AUTH)
 
     def _open_sftp(self) -> paramiko.SFTPClient:
         """A new SFTP channel; each of its reads and writes waits at most operation_timeout."""
@@ -292,12 +230,12 @@ class SFTPTransport(Transport):
         with self._errors("read", path), self._client().open(path, "rb") as fh:
             size = fh.stat().st_size
             if size is not None and size > max_bytes:
-                raise _permanent(too_large, CODE_TOO_LARGE)
+                raise permanent(too_large, CODE_TOO_LARGE)
             if size:
                 fh.prefetch(size)  # pipelined reads instead of one round trip per 32 KiB
             data = fh.read(max_bytes + 1)  # one byte more tells "exactly the cap" from "grew past it"
         if len(data) > max_bytes:
-            raise _permanent(too_large, CODE_TOO_LARGE)
+            raise permanent(too_large, CODE_TOO_LARGE)
         return data
 
     def write_file(self, path: str, data: bytes) -> None:
@@ -315,7 +253,7 @@ class SFTPTransport(Transport):
             self.rename(src, dst)
         except TransportError as err:
             if self.stat(dst) is not None:
-                raise _permanent(f"{dst} already exists on {self.where}", CODE_EXISTS) from err
+                raise permanent(f"{dst} already exists on {self.where}", CODE_EXISTS) from err
             raise
 
     def remove(self, path: str) -> None:
@@ -337,7 +275,7 @@ class SFTPTransport(Transport):
                     except OSError:
                         raise err from None
                     if mode is not None and not stat_mode.S_ISDIR(mode):
-                        raise _permanent(f"{current} on {self.where} exists and is not a directory", CODE_EXISTS)
+                        raise permanent(f"{current} on {self.where} exists and is not a directory", CODE_EXISTS)
 
     # -- parallel uploads ----------------------------------------------------
     def put_many(self, directory: str, items: Iterable[tuple[str, bytes]]) -> list[tuple[str, str | TransportError]]:

@@ -36,7 +36,8 @@ from connectors.transports.base import (
     HostKeyError,
     TransportError,
 )
-from connectors.transports.sftp import CODE_KEY_INVALID, SFTPTransport
+from connectors.transports.sftp import SFTPTransport
+from connectors.transports.ssh_keys import CODE_KEY_INVALID
 from tests.fixtures.sftp import CLIENT_KEY_PASSPHRASE
 from tests.servers.blackhole import BlackholeServer, closed_port
 from tests.servers.sshd import fingerprint, make_client_key
