@@ -82,9 +82,9 @@ class SFTPTransport(Transport):
         except TransportError:
             raise
         except Exception as err:
-            code, permanent, reason = _classify(err)
+            code, is_permanent, reason = _classify(err)
             target = f"{path} on {self.where}" if path else self.where
-            raise TransportError(f"SFTP {action} {target}: {reason}", permanent=permanent, code=code) from err
+            raise TransportError(f"SFTP {action} {target}: {reason}", permanent=is_permanent, code=code) from err
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> None:
@@ -92,6 +92,9 @@ class SFTPTransport(Transport):
         try:
             with self.step("TCP connect") as st, self._errors("connect to"):
                 self._sock = socket.create_connection((s.host, s.port or 22), timeout=s.connect_timeout)
+                # Without it Nagle holds one channel's small packets for another's ACK: measured
+                # 1.42x -> 1.93x for 2 channels over a 4 ms link, and a 5x faster login (bench/README.md).
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 st.detail = self.where
             with self.step("Host key") as st:
                 key = self._handshake()
@@ -193,6 +196,9 @@ class SFTPTransport(Transport):
             chan.close()
             if fired.is_set():
                 raise TimeoutError("sftp subsystem") from err
+            if self._ssh.is_active():  # the login worked but the server said no to SFTP: no retry heals that
+                raise permanent(f"{self.where} refused the SFTP subsystem for user {self.settings.username!r} "
+                                "(is SFTP enabled for this account?)", CODE_PERMISSION) from err
             raise
         finally:
             watchdog.cancel()
@@ -284,6 +290,8 @@ class SFTPTransport(Transport):
         Each thread has its own SFTPClient (one client shared between threads
         hangs); this thread uses the main one.  Results keep the input order.
         """
+        if self._sftp is None:  # not open: the base class reports that per item
+            return super().put_many(directory, items)
         todo = list(items)
         results: list[tuple[str, str | TransportError]] = [("", TransportError("not run"))] * len(todo)
         indexes, lock = iter(range(len(todo))), threading.Lock()
@@ -308,7 +316,7 @@ class SFTPTransport(Transport):
             helper._ssh = self._ssh
             try:
                 helper._sftp = self._open_sftp()
-            except (paramiko.SSHException, OSError, EOFError):
+            except (TransportError, paramiko.SSHException, OSError, EOFError):
                 break  # fewer channels is slower, not wrong
             helpers.append(helper)
         threads = [threading.Thread(target=work, args=(h,), name="sftp-upload", daemon=True) for h in helpers]

@@ -143,7 +143,8 @@ class SSHDServer:
     host = "127.0.0.1"
     kind = "openssh"
 
-    def __init__(self) -> None:
+    def __init__(self, *, sftp: bool = True) -> None:
+        self.sftp = sftp  # False: no sftp subsystem, like an account limited to a shell
         self.dir = Path(tempfile.mkdtemp(prefix="sshd-test-"))
         os.chmod(self.dir, 0o755)  # the password user must reach its directory below
         self.port = 0
@@ -209,7 +210,7 @@ class SSHDServer:
             "UsePAM no",
             "StrictModes no",
             "UseDNS no",
-            "Subsystem sftp internal-sftp",
+            *(["Subsystem sftp internal-sftp"] if self.sftp else []),
             "LogLevel VERBOSE",
             "MaxSessions 50",
             "MaxStartups 100",

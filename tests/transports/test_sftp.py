@@ -486,3 +486,25 @@ def test_failed_open_leaves_no_connection_behind(sftp_settings):
         time.sleep(0.02)
     assert not paramiko_threads() - before
     assert transport._ssh is None and transport._sftp is None and transport._sock is None
+
+
+def test_server_refusing_the_sftp_subsystem_is_a_permanent_error(sshd_server, sftp_client_keys, sftp_settings) -> None:
+    """Login works, SFTP is off for the account: retrying cannot help, and the message says so."""
+    if sshd_server.kind == "asyncssh":
+        pytest.skip("needs OpenSSH to start a server without the sftp subsystem")  # never in CI: sshd is there
+    from tests.servers.sshd import SSHDServer
+
+    key = sftp_client_keys[("ed25519", "openssh", False)]
+    with SSHDServer(sftp=False) as shell_only:
+        shell_only.authorize(key.public_line)
+        settings = sftp_settings(port=shell_only.port, host_key=shell_only.host_keys["ed25519"])
+        with pytest.raises(TransportError) as err:
+            get_transport(settings).open()
+    assert err.value.permanent and err.value.code == CODE_PERMISSION
+    assert "refused the SFTP subsystem" in err.value.message
+
+
+def test_put_many_on_a_closed_transport_reports_each_item(sftp_settings) -> None:
+    results = get_transport(sftp_settings()).put_many("/tmp", [("a.json", b"{}"), ("b.json", b"{}")])
+    assert [name for name, _ in results] == ["a.json", "b.json"]
+    assert all(isinstance(result, TransportError) for _, result in results)
