@@ -40,11 +40,25 @@ class OrganizationAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
 
 
+def is_locked(draft: DraftOrder | None) -> bool:
+    """Approved, pushed or confirmed drafts are what the ERP has (or is getting): not editable."""
+    return draft is not None and draft.status not in DraftOrder.PUSHABLE
+
+
 class DraftOrderLineInline(admin.TabularInline):
     model = DraftOrderLine
     extra = 0
     min_num = 1
     fields = ("line_number", "sku", "description", "quantity", "unit", "unit_price")
+
+    def has_add_permission(self, request: HttpRequest, obj: DraftOrder | None = None) -> bool:
+        return not is_locked(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: DraftOrder | None = None) -> bool:
+        return not is_locked(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: DraftOrder | None = None) -> bool:
+        return not is_locked(obj) and super().has_delete_permission(request, obj)
 
 
 @admin.register(DraftOrder)
@@ -67,6 +81,12 @@ class DraftOrderAdmin(admin.ModelAdmin):
     )
     inlines = [DraftOrderLineInline]
     actions = ["push_to_erp"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: DraftOrder | None = None) -> tuple[str, ...]:
+        if is_locked(obj):
+            return tuple(f.name for f in DraftOrder._meta.fields if f.editable and f.name != "id") + (
+                "status", "erp_order_id", "created_at", "updated_at")
+        return self.readonly_fields
 
     def get_inlines(self, request: HttpRequest, obj: DraftOrder | None) -> list:
         # Imported here: the connectors app depends on orders, not the reverse.

@@ -63,3 +63,15 @@ def test_exports_and_events_are_read_only(admin_client: Client, populated: None)
 def test_manage_check_and_migrations_are_clean(db: None) -> None:
     call_command("check", fail_level="WARNING")
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_pushed_drafts_are_locked_new_ones_editable(admin_client: Client, make_draft) -> None:
+    from orderflow.models import DraftOrder
+
+    new, pushed = make_draft(order_number="PO-NEW"), make_draft(order_number="PO-SENT", status="PUSHED")
+    new_html = admin_client.get(reverse("admin:orderflow_draftorder_change", args=[new.pk])).content.decode()
+    assert 'name="order_number"' in new_html and 'name="lines-0-quantity"' in new_html
+    html = admin_client.get(reverse("admin:orderflow_draftorder_change", args=[pushed.pk])).content.decode()
+    assert 'name="order_number"' not in html and 'name="lines-0-quantity"' not in html
+    assert "PO-SENT" in html
+    assert DraftOrder.objects.get(pk=pushed.pk).order_number == "PO-SENT"
