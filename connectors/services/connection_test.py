@@ -9,14 +9,13 @@ rename overwrites an existing file.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ..models import ConnectorEvent, ERPConnection
 from ..transports import HostKeyError, Step, Transport, TransportError, get_transport
+from ..transports.base import timed_step
 from .events import record_event
 
 
@@ -33,21 +32,6 @@ class ConnectionTestResult:
         if self.ok:
             return f"Connection test passed ({len(self.steps)} steps)."
         return f"Connection test failed: {self.error}"
-
-
-@contextmanager
-def _step(steps: list[Step], name: str) -> Iterator[Step]:
-    record = Step(name=name)
-    started = time.monotonic()
-    try:
-        yield record
-    except TransportError as err:
-        record.ok = False
-        record.detail = err.message
-        raise
-    finally:
-        record.seconds = round(time.monotonic() - started, 3)
-        steps.append(record)
 
 
 def _probe_rename_overwrites(transport: Transport, directory: str, token: str) -> bool:
@@ -102,7 +86,7 @@ def _dropzone_steps(conn: ERPConnection, transport: Transport, steps: list[Step]
         ("Rename semantics", rename_semantics),
     ]
     for name, check in checks:
-        with _step(steps, name) as step:
+        with timed_step(steps, name) as step:
             check(step)
 
 

@@ -15,7 +15,7 @@ import posixpath
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 
@@ -56,6 +56,22 @@ class Step:
     ok: bool = True
     detail: str = ""
     seconds: float = 0.0
+
+
+@contextmanager
+def timed_step(steps: list[Step], name: str) -> Iterator[Step]:
+    """Append a timed :class:`Step` to ``steps``; a failing step is recorded with its error, then re-raised."""
+    record = Step(name=name)
+    started = time.monotonic()
+    try:
+        yield record
+    except Exception as err:
+        record.ok = False
+        record.detail = record.detail or str(err)
+        raise
+    finally:
+        record.seconds = round(time.monotonic() - started, 3)
+        steps.append(record)
 
 
 class TransportError(Exception):
@@ -146,20 +162,9 @@ class Transport(ABC):
     def close(self) -> None:
         """Release the connection; never raises."""
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[Step]:
-        """Time one step of ``open``/probing; a failing step is recorded, then re-raised."""
-        record = Step(name=name)
-        started = time.monotonic()
-        try:
-            yield record
-        except Exception as err:
-            record.ok = False
-            record.detail = record.detail or str(err)
-            raise
-        finally:
-            record.seconds = round(time.monotonic() - started, 3)
-            self.steps.append(record)
+    def step(self, name: str) -> AbstractContextManager[Step]:
+        """Time one step of ``open``/probing into ``self.steps``."""
+        return timed_step(self.steps, name)
 
     # -- primitives every transport provides -------------------------------
     @abstractmethod
