@@ -27,6 +27,8 @@ from .delivery import claim_lease
 from .events import record_event
 
 ANSWERED = (ERPExport.Status.ACKED, ERPExport.Status.FAILED)
+# One run reads at most this many acks, so it ends well inside the task timeout.
+MAX_ACKS_PER_POLL = 500
 
 
 @dataclass
@@ -34,6 +36,7 @@ class PollReport:
     connection: str
     outcomes: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    more: bool = False  # files were left for the next run by MAX_ACKS_PER_POLL
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -147,13 +150,18 @@ def _poll(conn: ERPConnection, transport: Transport, report: PollReport) -> dict
     listing = [f for f in transport.list_dir(conn.ack_path) if classify_name(f.name)]
     now = timezone.now().timestamp()
     remaining: dict[str, list] = {}
+    handled = 0
     for item in sorted(listing, key=lambda f: (f.mtime or 0, f.name)):
-        if not _stable(conn, item, now):
+        if handled >= MAX_ACKS_PER_POLL:  # bounded run; the rest is stable next time and goes first
+            report.more = True
+        elif not _stable(conn, item, now):
             report.count("still being written")
             record_event(kind="ack_waiting", connection=conn, message=f"{item.name} is still being written; "
                          "left for the next poll", details={"file": item.name, "size": item.size})
-        elif _handle_file(conn, transport, item, report):
-            continue
+        else:
+            handled += 1
+            if _handle_file(conn, transport, item, report):
+                continue
         remaining[item.name] = [item.size, item.mtime]
     return remaining
 
@@ -181,7 +189,7 @@ def poll_connection(*, connection: ERPConnection, force: bool = False) -> PollRe
         now = timezone.now()
         ERPConnection.objects.filter(pk=connection.pk, poll_claim_token=token).update(
             last_poll_at=now, last_poll_ok=not report.error, last_poll_message=str(report), ack_listing=listing,
-            next_poll_at=now + timedelta(seconds=connection.poll_interval_seconds),
+            next_poll_at=now if report.more else now + timedelta(seconds=connection.poll_interval_seconds),
             poll_claim_token=None, poll_claimed_until=None,
         )
     return report

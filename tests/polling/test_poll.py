@@ -222,3 +222,17 @@ def test_a_claimed_connection_is_not_polled_twice(dropzone: Dropzone) -> None:
     assert polling.claim_connection(connection_id=dropzone.connection.pk) is not None
     assert polling.claim_connection(connection_id=dropzone.connection.pk, force=True) is None
     assert polling.poll_connection(connection=dropzone.connection, force=True) is None
+
+
+@pytest.mark.parametrize("dropzone", ["local"], indirect=True)
+def test_a_run_is_bounded_and_the_rest_follows(dropzone: Dropzone, make_draft, monkeypatch) -> None:
+    monkeypatch.setattr(polling, "MAX_ACKS_PER_POLL", 3)
+    for n in range(5):
+        export = ERPExport.objects.create(draft=make_draft(order_number=f"PO-{n}", status="PUSHED"),
+                                          connection=dropzone.connection, status="SENT", filename=f"f{n}.json")
+        dropzone.put_ack(f"ack_f{n}.json", ack_body(export))
+    first = poll(dropzone)
+    assert first.outcomes == {"accepted": 3} and first.more
+    assert ERPConnection.objects.get().next_poll_at <= timezone.now()  # due again at once
+    assert poll(dropzone).outcomes == {"accepted": 2}
+    assert ERPExport.objects.filter(status="ACKED").count() == 5
