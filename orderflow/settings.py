@@ -11,6 +11,7 @@ falling back to a key everyone knows.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -104,7 +105,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # instead of failing at once with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
     # A file (not :memory:) test database, so a real qcluster process in the tests sees the same rows.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-orderflow.sqlite3")}
+    # Per process, so two test runs in one checkout never replace each other's database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-orderflow-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -22,13 +22,14 @@ from orderflow.models import DraftOrder
 from ..acks import ACK_MAX_BYTES, Ack, MalformedAck, classify_name, parse_ack
 from ..models import ConnectorEvent, ERPConnection, ERPExport
 from ..transports import RemoteFile, Transport, TransportError, get_transport
-from ..transports.base import CODE_TOO_LARGE
+from ..transports.base import CODE_NOT_FOUND, CODE_TOO_LARGE
 from .delivery import claim_lease
 from .events import record_event
 
 ANSWERED = (ERPExport.Status.ACKED, ERPExport.Status.FAILED)
 # One run reads at most this many acks, so it ends well inside the task timeout.
 MAX_ACKS_PER_POLL = 500
+RENEW_EVERY = 25  # files between two renewals of the poll claim
 
 
 @dataclass
@@ -122,6 +123,9 @@ def _handle_file(conn: ERPConnection, transport: Transport, item: RemoteFile, re
         data = transport.read_file(path, max_bytes=ACK_MAX_BYTES)
         ack = parse_ack(item.name, data)
     except TransportError as err:
+        if err.code == CODE_NOT_FOUND:  # gone since the listing (the ERP withdrew it, a person moved it)
+            report.count("vanished")
+            return True
         if err.code != CODE_TOO_LARGE:
             raise
         outcome, message = "malformed", f"{item.name}: over the {ACK_MAX_BYTES} byte limit"
@@ -145,7 +149,13 @@ def _handle_file(conn: ERPConnection, transport: Transport, item: RemoteFile, re
     return moved
 
 
-def _poll(conn: ERPConnection, transport: Transport, report: PollReport) -> dict[str, list]:
+def _renew_claim(conn: ERPConnection, token: uuid.UUID) -> bool:
+    """Extend our lease; False when it expired and another poller holds the connection now."""
+    return bool(ERPConnection.objects.filter(pk=conn.pk, poll_claim_token=token).update(
+        poll_claimed_until=timezone.now() + claim_lease()))
+
+
+def _poll(conn: ERPConnection, transport: Transport, report: PollReport, token: uuid.UUID) -> dict[str, list]:
     """Handle the ack dir once; returns what stays there (name -> [size, mtime]) for the next poll."""
     listing = [f for f in transport.list_dir(conn.ack_path) if classify_name(f.name)]
     now = timezone.now().timestamp()
@@ -160,6 +170,9 @@ def _poll(conn: ERPConnection, transport: Transport, report: PollReport) -> dict
                          "left for the next poll", details={"file": item.name, "size": item.size})
         else:
             handled += 1
+            if handled % RENEW_EVERY == 0 and not _renew_claim(conn, token):
+                raise TransportError("the poll outlived its claim and another poller took over; stopped",
+                                     code="claim_lost")
             if _handle_file(conn, transport, item, report):
                 continue
         remaining[item.name] = [item.size, item.mtime]
@@ -179,7 +192,7 @@ def poll_connection(*, connection: ERPConnection, force: bool = False) -> PollRe
         transport.open()
         for path in (connection.effective_processed_path, connection.effective_failed_path):
             transport.makedirs(path)
-        listing = _poll(connection, transport, report)
+        listing = _poll(connection, transport, report, token)
     except TransportError as err:
         report.error = err.message
         record_event(kind="poll_failed", connection=connection, level=ConnectorEvent.Level.ERROR,

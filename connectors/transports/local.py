@@ -140,7 +140,13 @@ class LocalTransport(Transport):
                 # between would be replaced - the best such a filesystem allows.
                 super().rename_no_overwrite(src, dst)
             else:
-                os.unlink(real_src)
+                try:
+                    os.unlink(real_src)
+                except FileNotFoundError:
+                    # Someone else moved the same file meanwhile and their link came first:
+                    # ours is a second copy of a file already filed. Take it back, report "not found".
+                    os.unlink(real_dst)
+                    raise
         for directory in {os.path.dirname(real_dst), os.path.dirname(real_src)}:
             self._fsync_dir(directory)
 
