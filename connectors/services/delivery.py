@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -61,31 +61,38 @@ class DeliveryReport:
                 f"{len(self.failed)} failed")
 
 
+def _unclaimed_and_due(now: datetime) -> Q:
+    """Conditions on the export row itself (no join), so an UPDATE can re-check them row by row."""
+    return (Q(status=ERPExport.Status.PENDING)
+            & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)))
+
+
 def due_exports() -> QuerySet[ERPExport]:
     """PENDING exports of active connections whose time has come and that nobody holds.
 
     A deactivated connection's exports wait (with their frozen file) until it is active again.
     """
-    now = timezone.now()
-    return ERPExport.objects.filter(status=ERPExport.Status.PENDING, connection__is_active=True).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    return ERPExport.objects.filter(_unclaimed_and_due(timezone.now()), connection__is_active=True)
 
 
 def claim_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) -> list[ERPExport]:
     """Claim up to ``limit`` due exports for this run; each gets one more attempt counted.
 
-    The UPDATE re-checks the conditions row by row, so of two workers racing
-    for the same export only one gets it (on PostgreSQL the second sees the
-    first's claim after the row lock; SQLite serialises writers).
+    The UPDATE names the candidate ids and repeats the conditions on the row
+    itself: PostgreSQL re-checks those after waiting for a racing worker's row
+    lock, so only one of two racing workers gets an export.  (A filter across
+    a join would make Django write ``WHERE id IN (subquery)``, whose snapshot
+    is not re-checked: both workers would win; tests/integration shows it.)
+    SQLite serialises writers.
     """
     now = timezone.now()
     token = uuid.uuid4()
-    mine = due_exports().filter(connection=connection)
-    candidates = list(mine.order_by("created_at").values_list("pk", flat=True)[:limit])
+    candidates = list(due_exports().filter(connection=connection).order_by("created_at")
+                      .values_list("pk", flat=True)[:limit])
     if not candidates:
         return []
-    mine.filter(pk__in=candidates).update(
+    ERPExport.objects.filter(_unclaimed_and_due(now), pk__in=candidates).update(
         claim_token=token, claimed_until=now + claim_lease(), attempts=F("attempts") + 1
     )
     return list(ERPExport.objects.filter(claim_token=token).select_related("draft__organization", "connection"))
