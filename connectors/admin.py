@@ -71,8 +71,8 @@ class ERPConnectionAdmin(admin.ModelAdmin):
         ("Credentials (write-only)", {"fields": ("password", "clear_password", "private_key", "clear_private_key",
                                                  "private_key_passphrase", "clear_private_key_passphrase")}),
         ("Directories", {"fields": ("export_path", "ack_path", "processed_path", "failed_path", "temp_suffix")}),
-        ("Delivery and polling", {"fields": ("max_attempts", "poll_interval_seconds", "min_ack_age_seconds",
-                                             "mapping", "mapping_preview")}),
+        ("Delivery and polling", {"fields": ("max_attempts", "upload_channels", "poll_interval_seconds",
+                                             "min_ack_age_seconds", "mapping", "mapping_preview")}),
         ("Last poll", {"fields": ("last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at",
                                   "created_at", "updated_at")}),
     )

@@ -57,6 +57,11 @@ class ERPConnection(models.Model):
     max_attempts = models.PositiveIntegerField(
         default=8, validators=[MinValueValidator(1), MaxValueValidator(50)], help_text="Delivery attempts per export."
     )
+    upload_channels = models.PositiveSmallIntegerField(
+        default=2, validators=[MinValueValidator(1), MaxValueValidator(8)],
+        help_text="SFTP: uploads in flight at once over one connection (1 = one after the other). "
+        "More help over slow links; the server's MaxSessions (OpenSSH: 10) is the limit.",
+    )
     mapping = models.JSONField(default=dict, blank=True, help_text="Rewrites of the JSON v1 document (see docs).")
     is_active = models.BooleanField(default=False)
     last_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -130,6 +135,7 @@ class ERPConnection(models.Model):
             temp_suffix=self.temp_suffix,
             connect_timeout=float(self.connect_timeout_seconds),
             operation_timeout=float(self.operation_timeout_seconds),
+            upload_channels=self.upload_channels,
         )
 
 

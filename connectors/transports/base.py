@@ -39,6 +39,8 @@ class TransportSettings:
     temp_suffix: str = ".tmp"
     connect_timeout: float = 10.0
     operation_timeout: float = 30.0
+    #: Uploads in flight at once over one connection, where the protocol allows it (SFTP channels).
+    upload_channels: int = 2
 
 
 @dataclass(frozen=True)

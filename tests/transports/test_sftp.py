@@ -508,3 +508,25 @@ def test_put_many_on_a_closed_transport_reports_each_item(sftp_settings) -> None
     results = get_transport(sftp_settings()).put_many("/tmp", [("a.json", b"{}"), ("b.json", b"{}")])
     assert [name for name, _ in results] == ["a.json", "b.json"]
     assert all(isinstance(result, TransportError) for _, result in results)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_upload_channels_setting_opens_that_many_sftp_sessions(sshd_server, sftp_settings, sftp_dir,
+                                                               channels: int) -> None:
+    """The server's own log counts the SFTP sessions one connection opened for put_many."""
+    if sshd_server.kind == "asyncssh":
+        pytest.skip("counts sessions in OpenSSH's log")  # never in CI: sshd is there
+
+    def sessions() -> int:
+        return sshd_server.log_path.read_text(errors="replace").count("Starting session: subsystem 'sftp'")
+
+    before = sessions()
+    items = [(f"f{n}.json", b"{}\n") for n in range(12)]
+    with get_transport(sftp_settings(upload_channels=channels)) as transport:
+        results = transport.put_many(str(sftp_dir), items)
+    assert all(isinstance(result, str) for _, result in results)
+    assert sorted(p.name for p in sftp_dir.iterdir()) == sorted(name for name, _ in items)
+    deadline = time.monotonic() + 5  # sshd writes its log asynchronously
+    while sessions() - before < channels and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions() - before == channels
