@@ -9,7 +9,9 @@ from __future__ import annotations
 from django_q.tasks import async_task
 
 from .models import ERPConnection
-from .services import delivery, polling, pushing
+from django.conf import settings
+
+from .services import delivery, events, polling, pushing
 
 
 def deliver_connection(connection_id: int) -> str:
@@ -43,3 +45,9 @@ def poll_all_due() -> str:
     for connection_id in due:
         async_task("connectors.tasks.poll_connection", connection_id, task_name=f"poll connection {connection_id}")
     return f"poll enqueued for {len(due)} connection(s)"
+
+
+def prune_events() -> str:
+    """The daily schedule: the event timeline keeps EVENT_RETENTION_DAYS."""
+    deleted = events.prune_events(older_than_days=settings.EVENT_RETENTION_DAYS)
+    return f"{deleted} event(s) older than {settings.EVENT_RETENTION_DAYS} days deleted"

@@ -168,3 +168,5 @@ LOGGING = {
 
 # Exports SENT longer than this without an ack are flagged overdue in the admin.
 ACK_OVERDUE_AFTER_MINUTES: int = env.int("ACK_OVERDUE_AFTER_MINUTES", default=60)
+# Connector events older than this are deleted by a daily schedule.
+EVENT_RETENTION_DAYS: int = env.int("EVENT_RETENTION_DAYS", default=90)

@@ -75,3 +75,18 @@ def test_pushed_drafts_are_locked_new_ones_editable(admin_client: Client, make_d
     assert 'name="order_number"' not in html and 'name="lines-0-quantity"' not in html
     assert "PO-SENT" in html
     assert DraftOrder.objects.get(pk=pushed.pk).order_number == "PO-SENT"
+
+
+def test_old_events_are_pruned_recent_ones_kept(populated: None, settings) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from connectors.tasks import prune_events
+
+    settings.EVENT_RETENTION_DAYS = 30
+    recent = ConnectorEvent.objects.get()
+    old = ConnectorEvent.objects.create(connection=recent.connection, kind="delivery", message="old")
+    ConnectorEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    assert prune_events() == "1 event(s) older than 30 days deleted"
+    assert list(ConnectorEvent.objects.values_list("pk", flat=True)) == [recent.pk]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
+
+from django.utils import timezone
 
 from ..models import ConnectorEvent, ERPConnection, ERPExport
 
@@ -28,3 +31,15 @@ def record_event(
     return ConnectorEvent.objects.create(
         connection=connection, export=export, kind=kind, level=level, message=message, details=details or {}
     )
+
+
+def prune_events(*, older_than_days: int, batch: int = 5000, max_batches: int = 100) -> int:
+    """Delete events older than ``older_than_days`` in bounded batches; returns how many went."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    for _ in range(max_batches):  # bounded: a huge backlog is finished by the next day's run
+        ids = list(ConnectorEvent.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            break
+        deleted += ConnectorEvent.objects.filter(pk__in=ids).delete()[0]
+    return deleted

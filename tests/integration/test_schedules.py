@@ -29,16 +29,19 @@ from tests.fixtures.dropzones import names
 
 DELIVER = "orderflow: deliver due exports"
 POLL = "orderflow: poll ERP acks"
+PRUNE = "orderflow: prune connector events"
 
 
 def assert_schedules_exactly_once() -> None:
-    assert SCHEDULES == {DELIVER: "connectors.tasks.deliver_all_due", POLL: "connectors.tasks.poll_all_due"}
+    assert SCHEDULES == {DELIVER: ("connectors.tasks.deliver_all_due", 1),
+                         POLL: ("connectors.tasks.poll_all_due", 1),
+                         PRUNE: ("connectors.tasks.prune_events", 24 * 60)}
     ours = Schedule.objects.filter(func__startswith="connectors.")
     assert sorted(ours.values_list("name", flat=True)) == sorted(SCHEDULES)  # each name exactly once
-    for name, func in SCHEDULES.items():
+    for name, (func, minutes) in SCHEDULES.items():
         schedule = Schedule.objects.get(name=name)
         assert (schedule.func, schedule.schedule_type, schedule.minutes, schedule.repeats) == (
-            func, Schedule.MINUTES, 1, -1)
+            func, Schedule.MINUTES, minutes, -1)
 
 
 def pending_export(draft: DraftOrder, connection: ERPConnection | None, *, due_in: timedelta) -> ERPExport:
@@ -157,7 +160,7 @@ def test_django_q_scheduler_runs_both_schedules(
     assert to_deliver.status == ERPExport.Status.SENT and names(local_dropzone / "inbound") == [to_deliver.filename]
     assert answered.status == ERPExport.Status.ACKED and not ack.exists()
     assert DraftOrder.objects.get(order_number="PO-OLD").status == DraftOrder.Status.CONFIRMED
-    for name in SCHEDULES:  # both fired once, and stay every-minute schedules
+    for name in SCHEDULES:  # each fired once, and stays a repeating schedule
         schedule = Schedule.objects.get(name=name)
         assert schedule.repeats == -1 and schedule.next_run > timezone.now()
         assert Task.objects.get(id=schedule.task).success
