@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
 from .models import DraftOrder, DraftOrderLine, Organization
@@ -93,6 +93,12 @@ class DraftOrderAdmin(admin.ModelAdmin):
         from connectors.admin import ExportInline
 
         return [DraftOrderLineInline, ExportInline] if obj else [DraftOrderLineInline]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        draft = self.get_object(request, object_id)
+        can_push = bool(draft and not is_locked(draft) and self.has_change_permission(request, draft))
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can_push": can_push})
 
     @admin.action(description="Push to ERP", permissions=["change"])
     def push_to_erp(self, request: HttpRequest, queryset: QuerySet[DraftOrder]) -> None:

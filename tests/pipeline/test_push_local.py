@@ -296,3 +296,17 @@ def test_a_deactivated_connection_holds_its_exports(make_draft, local_connection
     assert len(delivery.deliver_due_exports(connection=ERPConnection.objects.get()).sent) == 1
     export.refresh_from_db()
     assert export.status == "SENT"
+
+
+def test_push_button_on_the_draft_page(admin_client, make_draft, local_connection, local_dropzone,
+                                       django_capture_on_commit_callbacks) -> None:
+    draft = make_draft()
+    page = reverse("admin:orderflow_draftorder_change", args=[draft.pk])
+    html = admin_client.get(page).content.decode()
+    assert "of-push-button" in html
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:orderflow_draftorder_changelist"),
+                                     {"action": "push_to_erp", "_selected_action": [draft.pk]}, follow=True)
+    assert "1 draft(s) approved and queued" in response.content.decode()
+    assert DraftOrder.objects.get().status == "PUSHED"
+    assert "of-push-button" not in admin_client.get(page).content.decode()  # pushed: locked, no button
