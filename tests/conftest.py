@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+from django.test import override_settings
 
 pytest_plugins = ["tests.fixtures.sftp", "tests.fixtures.ftp", "tests.fixtures.domain", "tests.fixtures.pipeline",
                   "tests.fixtures.dropzones"]
@@ -19,3 +21,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"skipped under CI=true (skips hide missing dependencies): {reason}"
+
+
+@pytest.fixture(autouse=True)
+def media_in_tmp(tmp_path) -> Iterator[None]:
+    """Archived payloads go to the test's own directory, not the developer's var/media."""
+    # override_settings, not pytest-django's `settings`: some modules name a fixture `settings` too.
+    with override_settings(MEDIA_ROOT=str(tmp_path / "media")):
+        yield
