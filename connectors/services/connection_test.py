@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 
 from ..models import ConnectorEvent, ERPConnection
@@ -47,10 +48,8 @@ def _probe_rename_overwrites(transport: Transport, directory: str, token: str) -
         overwrites = False
     finally:
         for path in (first, second):
-            try:
+            with suppress(TransportError):  # already renamed away
                 transport.remove(path)
-            except TransportError:
-                pass  # already renamed away
     return overwrites
 
 

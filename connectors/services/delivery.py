@@ -197,7 +197,7 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
     try:
         transport.open()
         results = transport.put_many(connection.export_path, [(e.filename, data) for e, data in ready])
-        for (export, data), (_name, result) in zip(ready, results):
+        for (export, data), (_name, result) in zip(ready, results, strict=True):
             if not isinstance(result, TransportError):
                 mark_sent(export)
                 report.sent.append(str(export))
