@@ -416,21 +416,24 @@ def start_sshd() -> tuple[SSHDServer, Dropzone]:
     return server, Dropzone(settings, make_dir, lambda: process_cpu(listener, reaped_children=True), settle)
 
 
-def start_ftpd(home: Path) -> tuple[subprocess.Popen, Dropzone]:
+def start_child(code: str, *args: str, what: str) -> tuple[subprocess.Popen, int]:
+    """A Python child that prints the loopback port it listens on as its first line."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _FTPD_CHILD, str(REPO), str(home)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.strip().isdigit():
         stop_child(proc)
-        raise SystemExit("bench: the FTP server did not start")
+        raise SystemExit(f"bench: {what} did not start")
+    return proc, int(line)
+
+
+def start_ftpd(home: Path) -> tuple[subprocess.Popen, Dropzone]:
+    proc, port = start_child(_FTPD_CHILD, str(REPO), str(home), what="the FTP server")
     settings = TransportSettings(
         kind="ftp",
         host="127.0.0.1",
-        port=int(line),
+        port=port,
         username=FTPDServer.user,
         password=FTPDServer.password,
         connect_timeout=10.0,
@@ -448,17 +451,8 @@ def start_ftpd(home: Path) -> tuple[subprocess.Popen, Dropzone]:
 def start_delay_proxy(zone: Dropzone, rtt_ms: float) -> tuple[subprocess.Popen, Dropzone]:
     """``zone`` reached through a relay adding ``rtt_ms`` of round-trip time."""
     assert zone.settings.port is not None
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _DELAY_PROXY_CHILD, str(zone.settings.port), str(rtt_ms / 2000)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.strip().isdigit():
-        stop_child(proc)
-        raise SystemExit("bench: the delay proxy did not start")
-    return proc, replace(zone, settings=replace(zone.settings, port=int(line)))
+    proc, port = start_child(_DELAY_PROXY_CHILD, str(zone.settings.port), str(rtt_ms / 2000), what="the delay proxy")
+    return proc, replace(zone, settings=replace(zone.settings, port=port))
 
 
 def stop_child(proc: subprocess.Popen) -> None:

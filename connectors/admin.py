@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
@@ -10,7 +9,6 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from orderflow.admin import status_badge
@@ -127,12 +125,6 @@ class ERPConnectionAdmin(admin.ModelAdmin):
         return f"{obj.username}@{obj.host}:{obj.effective_port}"
 
 
-def overdue_exports() -> QuerySet[ERPExport]:
-    """SENT longer than ACK_OVERDUE_AFTER_MINUTES without an answer from the ERP."""
-    deadline = timezone.now() - timedelta(minutes=settings.ACK_OVERDUE_AFTER_MINUTES)
-    return ERPExport.objects.filter(status=ERPExport.Status.SENT, sent_at__lt=deadline)
-
-
 class AckOverdueFilter(admin.SimpleListFilter):
     title = "ack"
     parameter_name = "ack"
@@ -142,7 +134,7 @@ class AckOverdueFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ERPExport]) -> QuerySet[ERPExport]:
         if self.value() == "overdue":
-            return queryset.filter(pk__in=overdue_exports().values("pk"))
+            return queryset.ack_overdue()
         return queryset
 
 
@@ -160,7 +152,7 @@ class ERPExportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return [f.name for f in self.model._meta.fields]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        overdue = overdue_exports().count()
+        overdue = ERPExport.objects.ack_overdue().count()
         if overdue:
             extra_context = {**(extra_context or {}),
                              "subtitle": f"{overdue} sent export(s) have no ack after "
@@ -189,8 +181,7 @@ class ERPExportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Status", ordering="status")
     def status_display(self, obj: ERPExport) -> str:
         badge = status_badge(obj.status, obj.get_status_display())
-        deadline = timedelta(minutes=settings.ACK_OVERDUE_AFTER_MINUTES)
-        if obj.status == ERPExport.Status.SENT and obj.sent_at and obj.sent_at < timezone.now() - deadline:
+        if obj.is_ack_overdue:
             return format_html('{} <span class="of-overdue" style="color:#dc3545">ack overdue</span>', badge)
         return badge
 

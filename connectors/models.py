@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from orderflow.models import DraftOrder, Organization
 
@@ -139,6 +142,16 @@ class ERPConnection(models.Model):
         )
 
 
+def ack_overdue_cutoff() -> datetime:
+    """Exports SENT before this without an answer are overdue (ACK_OVERDUE_AFTER_MINUTES)."""
+    return timezone.now() - timedelta(minutes=settings.ACK_OVERDUE_AFTER_MINUTES)
+
+
+class ERPExportQuerySet(models.QuerySet):
+    def ack_overdue(self) -> ERPExportQuerySet:
+        return self.filter(status=ERPExport.Status.SENT, sent_at__lt=ack_overdue_cutoff())
+
+
 class ERPExport(models.Model):
     """One delivery of one draft; its id is the contract's ``export_id``."""
 
@@ -172,6 +185,8 @@ class ERPExport(models.Model):
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
 
+    objects = ERPExportQuerySet.as_manager()
+
     class Meta:
         verbose_name = "ERP export"
         ordering = ["-created_at"]
@@ -179,6 +194,10 @@ class ERPExport(models.Model):
 
     def __str__(self) -> str:
         return self.filename or f"export {str(self.id)[:8]}"
+
+    @property
+    def is_ack_overdue(self) -> bool:
+        return self.status == self.Status.SENT and bool(self.sent_at) and self.sent_at < ack_overdue_cutoff()
 
 
 class ConnectorEvent(models.Model):

@@ -6,11 +6,10 @@ so that is safe.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django_q.tasks import async_task
 
-from .models import ERPConnection
-from django.conf import settings
-
+from .models import ERPConnection, ERPExport
 from .services import delivery, events, polling, pushing
 
 
@@ -23,8 +22,9 @@ def deliver_connection(connection_id: int) -> str:
 
 def deliver_all_due() -> str:
     """The every-minute schedule: attach waiting exports, enqueue one delivery per connection with work."""
-    for connection in ERPConnection.objects.filter(is_active=True):
-        pushing.attach_waiting_exports(connection=connection)
+    if ERPExport.objects.filter(connection__isnull=True, status=ERPExport.Status.PENDING).exists():
+        for connection in ERPConnection.objects.filter(is_active=True):
+            pushing.attach_waiting_exports(connection=connection, enqueue=False)  # enqueued just below
     ready = list(delivery.due_exports().order_by().values_list("connection_id", flat=True).distinct())
     for connection_id in ready:
         pushing.enqueue_delivery(connection_id)

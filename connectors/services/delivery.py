@@ -212,9 +212,8 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
                 _tally(report, export, mark_failed_or_retry(export, error=result.message,
                                                             permanent=result.permanent))
     except TransportError as err:  # the connection itself failed: every claimed export shares the fault
-        for export, _data in ready:
-            if ERPExport.objects.filter(pk=export.pk, claim_token=export.claim_token).exists():
-                _tally(report, export, mark_failed_or_retry(export, error=err.message, permanent=err.permanent))
+        for export, _data in ready:  # those already recorded are no longer held: "lost-claim", not counted
+            _tally(report, export, mark_failed_or_retry(export, error=err.message, permanent=err.permanent))
     finally:
         transport.close()
     return report

@@ -77,8 +77,11 @@ def push_drafts(*, drafts: Iterable[DraftOrder]) -> Counts:
 
 
 @transaction.atomic
-def attach_waiting_exports(*, connection: ERPConnection) -> int:
-    """Give the organization's connection-less PENDING exports to this (active) connection."""
+def attach_waiting_exports(*, connection: ERPConnection, enqueue: bool = True) -> int:
+    """Give the organization's connection-less PENDING exports to this (active) connection.
+
+    ``enqueue=False`` for callers that enqueue every due connection themselves (the schedule).
+    """
     if not connection.is_active:
         return 0
     attached = ERPExport.objects.filter(
@@ -87,7 +90,8 @@ def attach_waiting_exports(*, connection: ERPConnection) -> int:
     if attached:
         record_event(kind="exports_attached", connection=connection,
                      message=f"{attached} waiting export(s) attached to {connection.name}")
-        enqueue_delivery(connection.pk)
+        if enqueue:
+            enqueue_delivery(connection.pk)
     return attached
 
 

@@ -21,10 +21,10 @@ from typing import Self
 import asyncssh
 from cryptography.hazmat.primitives import serialization
 
-from .sshd import KEY_KINDS, PASSWORD_USER, SSHUser, _generate, public_line
+from .sshd import KEY_KINDS, PASSWORD_USER, SSHTestServer, SSHUser, _generate, public_line
 
 
-class AsyncSSHServer:
+class AsyncSSHServer(SSHTestServer):
     host = "127.0.0.1"
     kind = "asyncssh"
 
@@ -120,16 +120,6 @@ class AsyncSSHServer:
         if os.geteuid() != 0:
             (self.dir / "readonly").chmod(0o755)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def authorize(self, public_key_line: str) -> None:
-        with open(self.authorized_keys, "a") as fh:
-            fh.write(public_key_line.strip() + "\n")
 
     def log_tail(self, lines: int = 40) -> str:
         return "(in-process asyncssh server: no log file)"

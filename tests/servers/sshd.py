@@ -137,7 +137,30 @@ def _ensure_password_user() -> str:
     return password
 
 
-class SSHDServer:
+class SSHTestServer:
+    """What both SSH test servers share: context management and authorizing client keys."""
+
+    authorized_keys: Path
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def authorize(self, public_key_line: str) -> None:
+        """Allow this public key (read on every login)."""
+        with open(self.authorized_keys, "a") as fh:
+            fh.write(public_key_line.strip() + "\n")
+
+
+class SSHDServer(SSHTestServer):
     """One sshd process; use as a context manager or call ``start``/``stop``."""
 
     host = "127.0.0.1"
@@ -278,18 +301,7 @@ class SSHDServer:
                 (self.dir / "readonly").chmod(0o755)  # else its file can't be removed when not root
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     # -- helpers for tests ---------------------------------------------------
-    def authorize(self, public_key_line: str) -> None:
-        """Allow this public key (sshd reads the file on every login)."""
-        with open(self.authorized_keys, "a") as fh:
-            fh.write(public_key_line.strip() + "\n")
-
     def connection_pids(self) -> set[int]:
         """The processes sshd forked for connections (all descendants of the listener)."""
         children: dict[int, list[int]] = {}
