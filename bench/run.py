@@ -637,9 +637,10 @@ def main(argv: list[str] | None = None) -> int:
         ):
             warm.measure(0)
         # Round-robin, so a load spike from elsewhere on the machine hits every scenario alike.
-        ours = lambda: (
-            time.process_time() + sftp.server_cpu() + sum(process_cpu(c.pid, reaped_children=False) for c in children)
-        )
+        def ours() -> float:
+            children_cpu = sum(process_cpu(c.pid, reaped_children=False) for c in children)
+            return time.process_time() + sftp.server_cpu() + children_cpu
+
         busy0, ours0, wall0 = machine_busy(), ours(), time.perf_counter()
         for i in range(k):
             for sc in scenarios + setups:

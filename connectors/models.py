@@ -46,7 +46,9 @@ class ERPConnection(models.Model):
     )
     export_path = models.CharField(max_length=500, default="/inbound")
     ack_path = models.CharField(max_length=500, default="/outbound")
-    processed_path = models.CharField(max_length=500, blank=True, help_text="Empty: the ack dir's processed/ sub-directory.")
+    processed_path = models.CharField(
+        max_length=500, blank=True, help_text="Empty: the ack dir's processed/ sub-directory."
+    )
     failed_path = models.CharField(max_length=500, blank=True, help_text="Empty: the ack dir's failed/ sub-directory.")
     temp_suffix = models.CharField(max_length=20, default=".tmp")
     min_ack_age_seconds = models.PositiveIntegerField(default=10)

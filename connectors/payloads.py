@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from functools import cache
 from pathlib import Path
@@ -132,7 +132,7 @@ def _utc(moment: datetime) -> datetime:
     # A naive datetime is ambiguous; guessing its zone would misdate the file.
     if not isinstance(moment, datetime) or moment.utcoffset() is None:
         raise PayloadError("generated_at must be a timezone-aware datetime")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def _iso_date(value: date | None, what: str) -> str | None:

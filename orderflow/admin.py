@@ -109,7 +109,8 @@ class DraftOrderAdmin(admin.ModelAdmin):
         if counts.skipped:
             self.message_user(
                 request,
-                f"{counts.skipped} draft(s) skipped: only New, Push failed or Rejected drafts with lines can be pushed.",
+                f"{counts.skipped} draft(s) skipped: only New, Push failed or Rejected drafts with lines "
+                "can be pushed.",
                 messages.WARNING,
             )
 

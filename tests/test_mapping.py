@@ -45,7 +45,7 @@ def test_full_example(document):
     assert result["export_id"] == document["export_id"]
     assert result["order"]["customer"] == {"customer_id": "C-1001", "name": "Müller Maschinenbau"}
     assert "notes" not in result["order"]
-    for line, sku in zip(result["order"]["lines"], ["BOLT-M8X40", "NUT-M8"]):
+    for line, sku in zip(result["order"]["lines"], ["BOLT-M8X40", "NUT-M8"], strict=False):
         assert "sku" not in line and "description" not in line
         assert line["article_no"] == sku and line["warehouse"] == "W1"
     # A rename keeps the key's place; additions go last.

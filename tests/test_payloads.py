@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from uuid import UUID
 
@@ -14,8 +14,18 @@ import pytest
 
 from connectors import payloads
 from connectors.payloads import (
-    V1_SHAPE, LineData, OrderData, PayloadError, ShipTo, build_document, export_filename,
-    format_money, format_quantity, render, sanitize_order_number, validate_document,
+    V1_SHAPE,
+    LineData,
+    OrderData,
+    PayloadError,
+    ShipTo,
+    build_document,
+    export_filename,
+    format_money,
+    format_quantity,
+    render,
+    sanitize_order_number,
+    validate_document,
 )
 
 # Verbatim from dropzone-json-v1.md section 2.
@@ -140,7 +150,7 @@ def test_naive_datetime_and_datetime_as_date_are_refused():
         build_document(export_id=EXPORT_ID, generated_at=datetime(2026, 1, 1), org_slug="a",
                        org_name="A", order=ORDER)
     with pytest.raises(PayloadError, match="order_date"):
-        build(replace(ORDER, order_date=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+        build(replace(ORDER, order_date=datetime(2026, 1, 1, tzinfo=UTC)))
 
 
 def test_schema_accepts_the_example():
@@ -237,7 +247,7 @@ def test_render_bytes():
     data = render(build())
     assert not data.startswith(b"\xef\xbb\xbf")
     assert data.endswith(b"}\n") and not data.endswith(b"\n\n")
-    assert "Müller".encode("utf-8") in data and b"\\u00fc" not in data
+    assert "Müller".encode() in data and b"\\u00fc" not in data
     assert b'"quantity": "250"' in data and b'"unit_price": "0.12"' in data
     assert b'"total_net": "30.00"' in data
     assert json.loads(data.decode("utf-8")) == json.loads(SPEC_EXAMPLE)

@@ -11,7 +11,8 @@ from connectors.models import ERPConnection
 
 PASSWORD = "s3cr3t-Pa55word!"
 PASSPHRASE = "correct horse battery staple"
-PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----"
+PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+               "-----END OPENSSH PRIVATE KEY-----")
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def raw_columns(pk: int) -> tuple[str, str, str]:
 
 def test_database_holds_ciphertext_only(secret_conn: ERPConnection) -> None:
     raw = raw_columns(secret_conn.pk)
-    for stored, plain in zip(raw, (PASSWORD, PRIVATE_KEY, PASSPHRASE)):
+    for stored, plain in zip(raw, (PASSWORD, PRIVATE_KEY, PASSPHRASE), strict=False):
         assert stored and plain not in stored
         assert stored.startswith("gAAAA")  # a Fernet token
     reloaded = ERPConnection.objects.get(pk=secret_conn.pk)

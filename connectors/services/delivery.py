@@ -24,13 +24,13 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from connectors.transports import ErrorCode
 from orderflow.models import DraftOrder
 
 from ..mapping import MappingError
 from ..models import ConnectorEvent, ERPConnection, ERPExport
 from ..payloads import PayloadError
 from ..transports import Transport, TransportError, get_transport
-from ..transports.base import CODE_EXISTS
 from .documents import build_export_file
 from .events import record_event
 
@@ -116,7 +116,7 @@ def _archive(export: ERPExport, connection: ERPConnection) -> bytes:
 
 
 def _already_delivered(transport: Transport, export: ERPExport, directory: str, data: bytes) -> bool:
-    """After CODE_EXISTS: is the file in the dropzone ours (same bytes)?"""
+    """After ErrorCode.EXISTS: is the file in the dropzone ours (same bytes)?"""
     path = transport.join(directory, export.filename)
     try:
         existing = transport.read_file(path, max_bytes=len(data))
@@ -201,10 +201,11 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
             if not isinstance(result, TransportError):
                 mark_sent(export)
                 report.sent.append(str(export))
-            elif result.code == CODE_EXISTS and _already_delivered(transport, export, connection.export_path, data):
+            elif result.code == ErrorCode.EXISTS and _already_delivered(transport, export, connection.export_path,
+                                                                        data):
                 mark_sent(export, note=" (found already in the dropzone after an interrupted run)")
                 report.sent.append(str(export))
-            elif result.code == CODE_EXISTS:
+            elif result.code == ErrorCode.EXISTS:
                 _tally(report, export, mark_failed_or_retry(
                     export, permanent=True,
                     error=f"a different file named {export.filename} is already in the dropzone; not overwritten"))

@@ -17,12 +17,12 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from connectors.transports import ErrorCode
 from orderflow.models import DraftOrder
 
 from ..acks import ACK_MAX_BYTES, Ack, MalformedAck, classify_name, parse_ack
 from ..models import ConnectorEvent, ERPConnection, ERPExport
 from ..transports import RemoteFile, Transport, TransportError, get_transport
-from ..transports.base import CODE_NOT_FOUND, CODE_TOO_LARGE
 from .delivery import claim_lease
 from .events import record_event
 
@@ -123,10 +123,10 @@ def _handle_file(conn: ERPConnection, transport: Transport, item: RemoteFile, re
         data = transport.read_file(path, max_bytes=ACK_MAX_BYTES)
         ack = parse_ack(item.name, data)
     except TransportError as err:
-        if err.code == CODE_NOT_FOUND:  # gone since the listing (the ERP withdrew it, a person moved it)
+        if err.code == ErrorCode.NOT_FOUND:  # gone since the listing (the ERP withdrew it, a person moved it)
             report.count("vanished")
             return True
-        if err.code != CODE_TOO_LARGE:
+        if err.code != ErrorCode.TOO_LARGE:
             raise
         outcome, message = "malformed", f"{item.name}: over the {ACK_MAX_BYTES} byte limit"
     except MalformedAck as err:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .base import HostKeyError, RemoteFile, Step, Transport, TransportError, TransportSettings
+from .base import ErrorCode, HostKeyError, RemoteFile, Step, Transport, TransportError, TransportSettings
 
 # kind -> (label, default port, "module:Class"); imported lazily so choosing
 # "local" never needs paramiko loaded.
@@ -27,7 +27,7 @@ def get_transport(settings: TransportSettings) -> Transport:
     try:
         _label, _port, path = TRANSPORTS[settings.kind]
     except KeyError:
-        raise TransportError(f"unknown transport {settings.kind!r}", permanent=True, code="config") from None
+        raise TransportError(f"unknown transport {settings.kind!r}", permanent=True, code=ErrorCode.CONFIG) from None
     module_name, class_name = path.split(":")
     cls = getattr(import_module(module_name), class_name)
     return cls(settings)
@@ -36,6 +36,7 @@ def get_transport(settings: TransportSettings) -> Transport:
 __all__ = [
     "TRANSPORTS",
     "TRANSPORT_CHOICES",
+    "ErrorCode",
     "HostKeyError",
     "RemoteFile",
     "Step",

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -118,19 +119,27 @@ class HostKeyError(TransportError):
         self.expected_fingerprint = expected_fingerprint
 
 
-# Codes used across transports, so services and tests can rely on them.
-CODE_EXISTS = "exists"
-CODE_NOT_FOUND = "not_found"
-CODE_PERMISSION = "permission_denied"
-CODE_AUTH = "auth_failed"
-CODE_HOST_KEY_UNKNOWN = "host_key_unknown"
-CODE_HOST_KEY_CHANGED = "host_key_changed"
-CODE_TIMEOUT = "timeout"
-CODE_REFUSED = "connection_refused"
-CODE_DNS = "dns"
-CODE_TOO_LARGE = "too_large"
-CODE_SIZE_MISMATCH = "size_mismatch"
-CODE_NETWORK = "network"
+class ErrorCode(StrEnum):
+    """Why a transport operation failed, for services and tests to branch on (``err.code``)."""
+
+    EXISTS = "exists"
+    NOT_FOUND = "not_found"
+    PERMISSION = "permission_denied"
+    AUTH = "auth_failed"
+    HOST_KEY_UNKNOWN = "host_key_unknown"
+    HOST_KEY_CHANGED = "host_key_changed"
+    TIMEOUT = "timeout"
+    REFUSED = "connection_refused"
+    DNS = "dns"
+    TOO_LARGE = "too_large"
+    SIZE_MISMATCH = "size_mismatch"
+    NETWORK = "network"
+    CONFIG = "config"  # a setting cannot work (unknown transport, unreadable pinned key)
+    KEY_INVALID = "key_invalid"  # private key unreadable, or passphrase wrong/missing
+    IO = "io_error"  # local: any other OSError (disk full, stale NFS handle…): worth retrying
+    SERVER_FAILURE = "server_failure"  # SFTP's catch-all "Failure" status (disk full, …)
+    SERVER_REFUSED = "server_refused"  # FTP: another 5xx reply: permanent
+    SERVER_TEMPORARY = "server_temporary"  # FTP: another 4xx reply: worth retrying
 
 
 class Transport(ABC):
@@ -179,7 +188,7 @@ class Transport(ABC):
 
     @abstractmethod
     def read_file(self, path: str, *, max_bytes: int) -> bytes:
-        """The file's bytes; ``TransportError(code=CODE_TOO_LARGE)`` past ``max_bytes``."""
+        """The file's bytes; ``TransportError(code=ErrorCode.TOO_LARGE)`` past ``max_bytes``."""
 
     @abstractmethod
     def write_file(self, path: str, data: bytes) -> None:
@@ -201,32 +210,32 @@ class Transport(ABC):
         return posixpath.join(directory, name)
 
     def rename_no_overwrite(self, src: str, dst: str) -> None:
-        """Rename, refusing with ``CODE_EXISTS`` when ``dst`` exists.
+        """Rename, refusing with ``ErrorCode.EXISTS`` when ``dst`` exists.
 
         The default checks first; transports whose server refuses atomically
         (OpenSSH's SFTP rename, ``link`` on a local disk) override it.
         """
         if self.stat(dst) is not None:
-            raise TransportError(f"{dst} already exists on the server", permanent=True, code=CODE_EXISTS)
+            raise TransportError(f"{dst} already exists on the server", permanent=True, code=ErrorCode.EXISTS)
         self.rename(src, dst)
 
     def put_atomic(self, directory: str, name: str, data: bytes) -> str:
         """Write ``name + temp_suffix``, verify its size, rename it to ``name``.
 
-        Never overwrites: an existing final file is ``CODE_EXISTS`` (permanent).
+        Never overwrites: an existing final file is ``ErrorCode.EXISTS`` (permanent).
         Returns the final path.
         """
         final = self.join(directory, name)
         temp = final + self.settings.temp_suffix
         if self.stat(final) is not None:
-            raise TransportError(f"{final} already exists on the server", permanent=True, code=CODE_EXISTS)
+            raise TransportError(f"{final} already exists on the server", permanent=True, code=ErrorCode.EXISTS)
         self.write_file(temp, data)
         written = self.stat(temp)
         if written is None or written.size != len(data):
             got = "no file" if written is None else f"{written.size} bytes"
             raise TransportError(
                 f"upload of {temp} incomplete: expected {len(data)} bytes, server has {got}",
-                code=CODE_SIZE_MISMATCH,
+                code=ErrorCode.SIZE_MISMATCH,
             )
         self.rename_no_overwrite(temp, final)
         return final
@@ -262,6 +271,6 @@ class Transport(ABC):
                 self.rename_no_overwrite(src, target)
                 return target
             except TransportError as err:
-                if err.code != CODE_EXISTS:
+                if err.code != ErrorCode.EXISTS:
                     raise
-        raise TransportError(f"no free name for {base} in {dest_dir}", permanent=True, code=CODE_EXISTS)
+        raise TransportError(f"no free name for {base} in {dest_dir}", permanent=True, code=ErrorCode.EXISTS)

@@ -18,22 +18,13 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from .base import (
-    CODE_AUTH,
-    CODE_DNS,
-    CODE_NETWORK,
-    CODE_NOT_FOUND,
-    CODE_PERMISSION,
-    CODE_REFUSED,
-    CODE_TIMEOUT,
-    CODE_TOO_LARGE,
+    ErrorCode,
     RemoteFile,
     Transport,
     TransportError,
     TransportSettings,
 )
 
-CODE_SERVER_REFUSED = "server_refused"  # another 5xx reply: permanent
-CODE_SERVER_TEMPORARY = "server_temporary"  # another 4xx reply: worth retrying
 _NOT_FOUND_WORDS = ("no such ", "not found", "does not exist", "doesn't exist", "cannot find", "can't find")
 _PERMISSION_WORDS = ("permission", "denied", "privilege", "not allowed", "forbidden", "read-only", "read only")
 
@@ -147,34 +138,34 @@ class FTPTransport(Transport):
             raise self._reply_error(operation, path, str(err).strip(), probe) from err
         except ftplib.error_temp as err:
             reply = str(err).strip()
-            code = CODE_NETWORK if reply[:3] in ("421", "425", "426") else CODE_SERVER_TEMPORARY
+            code = ErrorCode.NETWORK if reply[:3] in ("421", "425", "426") else ErrorCode.SERVER_TEMPORARY
             raise self._fail(operation, path, f"server replied {reply!r}", code, False) from err
         except ValueError as err:  # ftplib refuses CR/LF in a path
-            raise self._fail(operation, path, str(err), CODE_SERVER_REFUSED, True) from err
+            raise self._fail(operation, path, str(err), ErrorCode.SERVER_REFUSED, True) from err
         except socket.gaierror as err:
-            raise self._fail(operation, path, f"host name not resolved ({err})", CODE_DNS, False) from err
+            raise self._fail(operation, path, f"host name not resolved ({err})", ErrorCode.DNS, False) from err
         except ConnectionRefusedError as err:
-            raise self._fail(operation, path, "connection refused", CODE_REFUSED, False) from err
+            raise self._fail(operation, path, "connection refused", ErrorCode.REFUSED, False) from err
         except TimeoutError as err:
             self._stale = True
-            raise self._fail(operation, path, "timed out waiting for the server", CODE_TIMEOUT, False) from err
+            raise self._fail(operation, path, "timed out waiting for the server", ErrorCode.TIMEOUT, False) from err
         except (OSError, EOFError, ftplib.Error) as err:  # resets, EOF, TLS faults, garbled replies
             self._stale = True
             reason = f"connection lost or broken ({type(err).__name__}: {err})"
-            raise self._fail(operation, path, reason, CODE_NETWORK, False) from err
+            raise self._fail(operation, path, reason, ErrorCode.NETWORK, False) from err
 
     def _reply_error(self, operation: str, path: str, reply: str, probe: str | None) -> TransportError:
         status, text = reply[:3], reply.lower()
         if status == "530":
-            code = CODE_AUTH
+            code = ErrorCode.AUTH
         elif any(w in text for w in _NOT_FOUND_WORDS):  # pyftpdlib even says it with 501
-            code = CODE_NOT_FOUND
+            code = ErrorCode.NOT_FOUND
         elif any(w in text for w in _PERMISSION_WORDS) or status == "553":
-            code = CODE_PERMISSION
+            code = ErrorCode.PERMISSION
         elif status == "550":  # unspecific: missing if the probed path is absent, else refused
-            code = CODE_NOT_FOUND if probe is not None and self._exists(probe) is False else CODE_PERMISSION
+            code = ErrorCode.NOT_FOUND if probe is not None and self._exists(probe) is False else ErrorCode.PERMISSION
         else:
-            code = CODE_SERVER_REFUSED
+            code = ErrorCode.SERVER_REFUSED
         return self._fail(operation, path, f"server replied {reply!r}", code, True)
 
     def _exists(self, path: str) -> bool | None:
@@ -282,7 +273,7 @@ class FTPTransport(Transport):
                     # Stop reading: the server's end-of-transfer reply would now race an ABOR
                     # exchange, so drop the control connection; the next call reconnects.
                     self._stale = True
-                    raise self._fail("download", path, f"file exceeds {max_bytes} bytes", CODE_TOO_LARGE, True)
+                    raise self._fail("download", path, f"file exceeds {max_bytes} bytes", ErrorCode.TOO_LARGE, True)
                 if isinstance(conn, ssl.SSLSocket):
                     conn.unwrap()  # orderly TLS close, as ftplib does
             ftp.voidresp()

@@ -15,7 +15,7 @@ import hashlib
 import socket
 import ssl
 
-from .base import CODE_HOST_KEY_CHANGED, CODE_HOST_KEY_UNKNOWN, HostKeyError
+from .base import ErrorCode, HostKeyError
 from .ftp import FTPTransport, _close_quietly
 
 
@@ -87,7 +87,7 @@ class FTPSTransport(FTPTransport):
                 raise HostKeyError(
                     f"{self.scheme} {self._where}: certificate not trusted ({err.verify_message}); "
                     f"it presents {presented or 'an unreadable certificate'} - pin it if you trust it",
-                    code=CODE_HOST_KEY_UNKNOWN, presented_key=presented, presented_fingerprint=presented,
+                    code=ErrorCode.HOST_KEY_UNKNOWN, presented_key=presented, presented_fingerprint=presented,
                 ) from err
             der = ftp.sock.getpeercert(binary_form=True)
             presented = cert_fingerprint(der)
@@ -95,7 +95,7 @@ class FTPSTransport(FTPTransport):
                 raise HostKeyError(
                     f"{self.scheme} {self._where}: certificate CHANGED: presents {presented}, "
                     f"pinned {pin}; re-pin only if the server's certificate was really replaced",
-                    code=CODE_HOST_KEY_CHANGED, presented_key=presented, presented_fingerprint=presented,
+                    code=ErrorCode.HOST_KEY_CHANGED, presented_key=presented, presented_fingerprint=presented,
                     expected_fingerprint=pin,
                 )
             rec.detail = presented

@@ -15,17 +15,13 @@ from contextlib import contextmanager
 from stat import S_ISREG
 
 from .base import (
-    CODE_EXISTS,
-    CODE_NOT_FOUND,
-    CODE_PERMISSION,
-    CODE_TOO_LARGE,
+    ErrorCode,
     RemoteFile,
     Transport,
     TransportError,
     TransportSettings,
 )
 
-CODE_IO = "io_error"  # any other OSError (disk full, stale NFS handle…): worth retrying
 # link() errors meaning "this filesystem has no hard links" (FAT/exFAT, many SMB/NFS mounts).
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
@@ -50,7 +46,7 @@ class LocalTransport(Transport):
         if not self._root:
             return path
         if ".." in path.split("/"):  # the root is a boundary, as an FTP server's home would be
-            raise TransportError(f"path {path!r} leaves the dropzone root", permanent=True, code=CODE_PERMISSION)
+            raise TransportError(f"path {path!r} leaves the dropzone root", permanent=True, code=ErrorCode.PERMISSION)
         return os.path.join(self._root, path.lstrip("/"))
 
     @contextmanager
@@ -59,13 +55,13 @@ class LocalTransport(Transport):
         try:
             yield
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
-            raise TransportError(f"{where} failed: {err.strerror}", permanent=True, code=CODE_NOT_FOUND) from err
+            raise TransportError(f"{where} failed: {err.strerror}", permanent=True, code=ErrorCode.NOT_FOUND) from err
         except FileExistsError as err:
-            raise TransportError(f"{where} failed: {err.strerror}", permanent=True, code=CODE_EXISTS) from err
+            raise TransportError(f"{where} failed: {err.strerror}", permanent=True, code=ErrorCode.EXISTS) from err
         except PermissionError as err:
-            raise TransportError(f"{where} failed: {err.strerror}", permanent=True, code=CODE_PERMISSION) from err
+            raise TransportError(f"{where} failed: {err.strerror}", permanent=True, code=ErrorCode.PERMISSION) from err
         except OSError as err:
-            raise TransportError(f"{where} failed: {err.strerror or err}", code=CODE_IO) from err
+            raise TransportError(f"{where} failed: {err.strerror or err}", code=ErrorCode.IO) from err
 
     @staticmethod
     def _fsync_dir(directory: str) -> None:
@@ -111,7 +107,7 @@ class LocalTransport(Transport):
         if len(data) > max_bytes:
             raise TransportError(
                 f"local read {self._real(path)} failed: file exceeds {max_bytes} bytes",
-                permanent=True, code=CODE_TOO_LARGE,
+                permanent=True, code=ErrorCode.TOO_LARGE,
             )
         return data
 
@@ -132,7 +128,7 @@ class LocalTransport(Transport):
             try:
                 os.link(real_src, real_dst)
             except FileExistsError:
-                raise TransportError(f"{real_dst} already exists", permanent=True, code=CODE_EXISTS) from None
+                raise TransportError(f"{real_dst} already exists", permanent=True, code=ErrorCode.EXISTS) from None
             except OSError as err:
                 if err.errno not in _NO_HARD_LINKS:
                     raise

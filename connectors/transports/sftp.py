@@ -19,17 +19,7 @@ from contextlib import contextmanager, suppress
 import paramiko
 
 from .base import (
-    CODE_AUTH,
-    CODE_DNS,
-    CODE_EXISTS,
-    CODE_HOST_KEY_CHANGED,
-    CODE_HOST_KEY_UNKNOWN,
-    CODE_NETWORK,
-    CODE_NOT_FOUND,
-    CODE_PERMISSION,
-    CODE_REFUSED,
-    CODE_TIMEOUT,
-    CODE_TOO_LARGE,
+    ErrorCode,
     HostKeyError,
     RemoteFile,
     Transport,
@@ -38,8 +28,6 @@ from .base import (
     permanent,
 )
 from .ssh_keys import fingerprint, load_private_key, parse_public_key
-
-CODE_SERVER_FAILURE = "server_failure"  # SFTP's catch-all "Failure" status (disk full, …)
 
 # A host key line says "ssh-rsa", but servers sign with these algorithms (paramiko 5 dropped SHA-1).
 _HOST_KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
@@ -50,19 +38,19 @@ def _classify(err: BaseException) -> tuple[str, bool, str]:
     while seen is not None and id(seen) not in visited:
         visited.add(id(seen))
         if isinstance(seen, TimeoutError):  # socket.timeout is an alias
-            return CODE_TIMEOUT, False, "timed out"
+            return ErrorCode.TIMEOUT, False, "timed out"
         if isinstance(seen, socket.gaierror):
-            return CODE_DNS, False, "host name could not be resolved"
+            return ErrorCode.DNS, False, "host name could not be resolved"
         if isinstance(seen, ConnectionRefusedError):
-            return CODE_REFUSED, False, "connection refused (is the SSH server running on that port?)"
+            return ErrorCode.REFUSED, False, "connection refused (is the SSH server running on that port?)"
         if isinstance(seen, OSError) and seen.errno in (errno.EACCES, errno.EPERM):
-            return CODE_PERMISSION, True, "permission denied"
+            return ErrorCode.PERMISSION, True, "permission denied"
         if isinstance(seen, OSError) and seen.errno == errno.ENOENT:
-            return CODE_NOT_FOUND, True, "no such file or directory"
+            return ErrorCode.NOT_FOUND, True, "no such file or directory"
         seen = seen.__cause__ or seen.__context__
     if type(err) is OSError and err.errno is None:  # paramiko's IOError(status text) for SSH_FX_FAILURE
-        return CODE_SERVER_FAILURE, False, f"the server reported: {err}"
-    return CODE_NETWORK, False, f"connection lost ({type(err).__name__}{': ' if str(err) else ''}{err})"
+        return ErrorCode.SERVER_FAILURE, False, f"the server reported: {err}"
+    return ErrorCode.NETWORK, False, f"connection lost ({type(err).__name__}{': ' if str(err) else ''}{err})"
 
 
 class SFTPTransport(Transport):
@@ -136,14 +124,14 @@ class SFTPTransport(Transport):
             raise HostKeyError(
                 f"{self.where} presented the host key {name} {got}, but no host key is pinned; "
                 "check the fingerprint with the server's admin, then pin the key",
-                code=CODE_HOST_KEY_UNKNOWN, **facts,
+                code=ErrorCode.HOST_KEY_UNKNOWN, **facts,
             )  # fmt: skip
         if key.asbytes() != pinned_blob:
             expected = fingerprint(pinned_blob)
             raise HostKeyError(
                 f"the host key of {self.where} has CHANGED: expected {pinned_type} {expected}, the server "
                 f"presented {name} {got}; pin the new key only if the server's admin confirms it",
-                code=CODE_HOST_KEY_CHANGED, expected_fingerprint=expected, **facts,
+                code=ErrorCode.HOST_KEY_CHANGED, expected_fingerprint=expected, **facts,
             )  # fmt: skip
         return key
 
@@ -155,7 +143,7 @@ class SFTPTransport(Transport):
         attempts = [(f"key {key.get_name()} {key.fingerprint}", ssh.auth_publickey, key)] if key else []
         attempts += [("password", ssh.auth_password, s.password)] if s.password else []
         if not attempts:
-            raise permanent("no password or private key is set", CODE_AUTH)
+            raise permanent("no password or private key is set", ErrorCode.AUTH)
         refused: list[str] = []
         for label, method, secret in attempts:
             try:
@@ -171,7 +159,7 @@ class SFTPTransport(Transport):
             if ssh.is_authenticated():
                 return label
         tried = " and the ".join(refused)
-        raise permanent(f"{self.where} refused the login of user {s.username!r} with the {tried}", CODE_AUTH)
+        raise permanent(f"{self.where} refused the login of user {s.username!r} with the {tried}", ErrorCode.AUTH)
 
     def _open_sftp(self) -> paramiko.SFTPClient:
         """A new SFTP channel; each of its reads and writes waits at most operation_timeout."""
@@ -200,7 +188,7 @@ class SFTPTransport(Transport):
                 raise TimeoutError("sftp subsystem") from err
             if self._ssh.is_active():  # the login worked but the server said no to SFTP: no retry heals that
                 raise permanent(f"{self.where} refused the SFTP subsystem for user {self.settings.username!r} "
-                                "(is SFTP enabled for this account?)", CODE_PERMISSION) from err
+                                "(is SFTP enabled for this account?)", ErrorCode.PERMISSION) from err
             raise
         finally:
             watchdog.cancel()
@@ -215,7 +203,7 @@ class SFTPTransport(Transport):
 
     def _client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
-            raise TransportError(f"the SFTP connection to {self.where} is not open", code=CODE_NETWORK)
+            raise TransportError(f"the SFTP connection to {self.where} is not open", code=ErrorCode.NETWORK)
         return self._sftp
 
     # -- primitives ----------------------------------------------------------
@@ -229,7 +217,7 @@ class SFTPTransport(Transport):
             with self._errors("stat", path):
                 return _remote_file(posixpath.basename(path), self._client().stat(path))
         except TransportError as err:
-            if err.code == CODE_NOT_FOUND:
+            if err.code == ErrorCode.NOT_FOUND:
                 return None
             raise
 
@@ -238,12 +226,12 @@ class SFTPTransport(Transport):
         with self._errors("read", path), self._client().open(path, "rb") as fh:
             size = fh.stat().st_size
             if size is not None and size > max_bytes:
-                raise permanent(too_large, CODE_TOO_LARGE)
+                raise permanent(too_large, ErrorCode.TOO_LARGE)
             if size:
                 fh.prefetch(size)  # pipelined reads instead of one round trip per 32 KiB
             data = fh.read(max_bytes + 1)  # one byte more tells "exactly the cap" from "grew past it"
         if len(data) > max_bytes:
-            raise permanent(too_large, CODE_TOO_LARGE)
+            raise permanent(too_large, ErrorCode.TOO_LARGE)
         return data
 
     def write_file(self, path: str, data: bytes) -> None:
@@ -261,7 +249,7 @@ class SFTPTransport(Transport):
             self.rename(src, dst)
         except TransportError as err:
             if self.stat(dst) is not None:
-                raise permanent(f"{dst} already exists on {self.where}", CODE_EXISTS) from err
+                raise permanent(f"{dst} already exists on {self.where}", ErrorCode.EXISTS) from err
             raise
 
     def remove(self, path: str) -> None:
@@ -283,7 +271,9 @@ class SFTPTransport(Transport):
                     except OSError:
                         raise err from None
                     if mode is not None and not stat_mode.S_ISDIR(mode):
-                        raise permanent(f"{current} on {self.where} exists and is not a directory", CODE_EXISTS)
+                        raise permanent(
+                            f"{current} on {self.where} exists and is not a directory", ErrorCode.EXISTS
+                        ) from err
 
     # -- parallel uploads ----------------------------------------------------
     def put_many(self, directory: str, items: Iterable[tuple[str, bytes]]) -> list[tuple[str, str | TransportError]]:

@@ -13,10 +13,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from .base import permanent
-
-CODE_KEY_INVALID = "key_invalid"  # private key unreadable, or passphrase wrong/missing
-CODE_CONFIG = "config"
+from .base import ErrorCode, permanent
 
 _KEY_CLASSES = {
     ed25519.Ed25519PrivateKey: paramiko.Ed25519Key,
@@ -38,7 +35,7 @@ def parse_public_key(line: str) -> tuple[str, bytes]:
             blob = base64.b64decode(encoded, validate=True)
             if blob[4 : 4 + int.from_bytes(blob[:4], "big")] == token.encode():  # the blob names its type
                 return token, blob
-    raise permanent("the pinned host key is not an OpenSSH public key line ('ssh-ed25519 AAAA…')", CODE_CONFIG)
+    raise permanent("the pinned host key is not an OpenSSH public key line ('ssh-ed25519 AAAA…')", ErrorCode.CONFIG)
 
 
 def load_private_key(text: str, passphrase: str) -> paramiko.PKey:
@@ -54,16 +51,19 @@ def load_private_key(text: str, passphrase: str) -> paramiko.PKey:
         key = load(data, None)
     except TypeError as err:  # encrypted; a passphrase for a plain key is simply not needed
         if not passphrase:
-            raise permanent("the private key is protected by a passphrase, but none is set", CODE_KEY_INVALID) from err
+            raise permanent("the private key is protected by a passphrase, but none is set",
+                            ErrorCode.KEY_INVALID) from err
         try:
             key = load(data, passphrase.encode())
         except ValueError as err2:
-            raise permanent("the private key could not be decrypted: wrong passphrase", CODE_KEY_INVALID) from err2
+            raise permanent("the private key could not be decrypted: wrong passphrase", ErrorCode.KEY_INVALID) from err2
     except (ValueError, UnsupportedAlgorithm) as err:
-        raise permanent("the private key could not be read (not an OpenSSH or PEM key)", CODE_KEY_INVALID) from err
+        raise permanent("the private key could not be read (not an OpenSSH or PEM key)",
+                        ErrorCode.KEY_INVALID) from err
     cls = next((c for base, c in _KEY_CLASSES.items() if isinstance(key, base)), None)
     if cls is None:
-        raise permanent(f"unsupported private key type {type(key).__name__} (use Ed25519/RSA/ECDSA)", CODE_KEY_INVALID)
+        raise permanent(f"unsupported private key type {type(key).__name__} (use Ed25519/RSA/ECDSA)",
+                        ErrorCode.KEY_INVALID)
     openssh, pem = serialization.PrivateFormat.OpenSSH, serialization.Encoding.PEM
     plain = key.private_bytes(pem, openssh, serialization.NoEncryption())
     return cls.from_private_key(io.StringIO(plain.decode()))

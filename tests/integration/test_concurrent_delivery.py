@@ -28,7 +28,7 @@ def test_racing_claims_never_share_an_export(transactional_db, make_draft, make_
         barrier = threading.Barrier(2)
         claimed: list[list] = [[], []]
 
-        def worker(slot: int) -> None:
+        def worker(slot: int, barrier: threading.Barrier = barrier, claimed: list[list] = claimed) -> None:
             try:
                 barrier.wait(timeout=10)
                 claimed[slot] = [e.pk for e in delivery.claim_due_exports(connection=conn)]

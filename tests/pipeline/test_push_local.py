@@ -88,8 +88,8 @@ def test_mapping_is_applied(make_draft, make_connection, local_dropzone, django_
 
 def test_transient_fault_then_recovery(make_draft, local_connection, local_dropzone,
                                        django_capture_on_commit_callbacks, monkeypatch) -> None:
-    from connectors.transports.local import LocalTransport
     from connectors.transports.base import TransportError
+    from connectors.transports.local import LocalTransport
 
     real_write = LocalTransport.write_file
 

@@ -8,17 +8,8 @@ import time
 
 import pytest
 
-from connectors.transports import get_transport
+from connectors.transports import ErrorCode, get_transport
 from connectors.transports.base import (
-    CODE_AUTH,
-    CODE_EXISTS,
-    CODE_HOST_KEY_CHANGED,
-    CODE_HOST_KEY_UNKNOWN,
-    CODE_NOT_FOUND,
-    CODE_PERMISSION,
-    CODE_REFUSED,
-    CODE_TIMEOUT,
-    CODE_TOO_LARGE,
     HostKeyError,
     RemoteFile,
     Transport,
@@ -58,7 +49,8 @@ def test_put_atomic_writes_final_file_and_leaves_no_temp(settings, ftp_workdir) 
 
 def test_put_atomic_refuses_existing_final_file(settings, ftp_workdir) -> None:
     (ftp_workdir.local / "order-1.json").write_bytes(b"original")
-    failure(settings, lambda t: t.put_atomic(ftp_workdir.remote, "order-1.json", b"new"), CODE_EXISTS, permanent=True)
+    failure(settings, lambda t: t.put_atomic(ftp_workdir.remote, "order-1.json", b"new"), ErrorCode.EXISTS,
+            permanent=True)
     assert (ftp_workdir.local / "order-1.json").read_bytes() == b"original"
     assert os.listdir(ftp_workdir.local) == ["order-1.json"]
 
@@ -77,7 +69,7 @@ def test_list_stat_and_read_with_cap(settings, ftp_workdir) -> None:
         assert t.read_file(f"{ftp_workdir.remote}/b.json", max_bytes=len(big)) == big
         with pytest.raises(TransportError) as info:
             t.read_file(f"{ftp_workdir.remote}/b.json", max_bytes=1000)
-        assert info.value.code == CODE_TOO_LARGE
+        assert info.value.code == ErrorCode.TOO_LARGE
         assert t.read_file(f"{ftp_workdir.remote}/a.json", max_bytes=5) == b"12345"  # still usable
 
 
@@ -106,17 +98,17 @@ def test_makedirs_creates_parents_and_accepts_existing(settings, ftp_workdir) ->
 
 def test_missing_paths_are_permanent_not_found(settings, ftp_workdir) -> None:
     missing = f"{ftp_workdir.remote}/missing"
-    failure(settings, lambda t: t.list_dir(missing), CODE_NOT_FOUND, permanent=True)
-    failure(settings, lambda t: t.read_file(f"{missing}.json", max_bytes=10), CODE_NOT_FOUND, permanent=True)
-    failure(settings, lambda t: t.put_atomic(missing, "x.json", b"x"), CODE_NOT_FOUND, permanent=True)
+    failure(settings, lambda t: t.list_dir(missing), ErrorCode.NOT_FOUND, permanent=True)
+    failure(settings, lambda t: t.read_file(f"{missing}.json", max_bytes=10), ErrorCode.NOT_FOUND, permanent=True)
+    failure(settings, lambda t: t.put_atomic(missing, "x.json", b"x"), ErrorCode.NOT_FOUND, permanent=True)
 
 
 def test_read_only_user_gets_permission_denied(request, settings, ftp_workdir) -> None:
     ro = request.getfixturevalue(f"{request.node.callspec.params['settings']}_settings")(readonly=True)
     (ftp_workdir.local / "a.json").write_bytes(b"keep")
-    failure(ro, lambda t: t.put_atomic(ftp_workdir.remote, "b.json", b"x"), CODE_PERMISSION, permanent=True)
-    failure(ro, lambda t: t.remove(f"{ftp_workdir.remote}/a.json"), CODE_PERMISSION, permanent=True)
-    failure(ro, lambda t: t.makedirs(f"{ftp_workdir.remote}/new"), CODE_PERMISSION, permanent=True)
+    failure(ro, lambda t: t.put_atomic(ftp_workdir.remote, "b.json", b"x"), ErrorCode.PERMISSION, permanent=True)
+    failure(ro, lambda t: t.remove(f"{ftp_workdir.remote}/a.json"), ErrorCode.PERMISSION, permanent=True)
+    failure(ro, lambda t: t.makedirs(f"{ftp_workdir.remote}/new"), ErrorCode.PERMISSION, permanent=True)
     with get_transport(ro) as t:  # reading and creating nothing new is allowed
         t.makedirs(ftp_workdir.remote)
         assert t.read_file(f"{ftp_workdir.remote}/a.json", max_bytes=10) == b"keep"
@@ -151,7 +143,7 @@ def test_server_rename_overwrites_so_no_overwrite_checks_first(ftp_server: FTPDS
     with get_transport(ftp_server.settings()) as t:
         with pytest.raises(TransportError) as info:
             t.rename_no_overwrite(f"{ftp_workdir.remote}/a", f"{ftp_workdir.remote}/b")
-        assert info.value.code == CODE_EXISTS
+        assert info.value.code == ErrorCode.EXISTS
         t.rename(f"{ftp_workdir.remote}/a", f"{ftp_workdir.remote}/b")  # the raw RNTO
     assert ftp_server.rename_overwrites and (ftp_workdir.local / "b").read_bytes() == b"a"
 
@@ -183,7 +175,7 @@ def test_ftps_pin_accepts_other_spellings(ftps_server: FTPDServer) -> None:
 
 
 def test_ftps_unknown_certificate_reports_fingerprint(ftps_server: FTPDServer) -> None:
-    err = failure(ftps_server.settings(host_key=""), lambda t: None, CODE_HOST_KEY_UNKNOWN, permanent=True)
+    err = failure(ftps_server.settings(host_key=""), lambda t: None, ErrorCode.HOST_KEY_UNKNOWN, permanent=True)
     assert isinstance(err, HostKeyError)
     assert err.presented_fingerprint == err.presented_key == ftps_server.fingerprint
     assert ftps_server.fingerprint in err.message
@@ -191,7 +183,7 @@ def test_ftps_unknown_certificate_reports_fingerprint(ftps_server: FTPDServer) -
 
 def test_ftps_changed_certificate(ftps_server: FTPDServer) -> None:
     pin = "SHA256:" + ":".join(["AB"] * 32)
-    err = failure(ftps_server.settings(host_key=pin), lambda t: None, CODE_HOST_KEY_CHANGED, permanent=True)
+    err = failure(ftps_server.settings(host_key=pin), lambda t: None, ErrorCode.HOST_KEY_CHANGED, permanent=True)
     assert isinstance(err, HostKeyError)
     assert (err.presented_fingerprint, err.expected_fingerprint) == (ftps_server.fingerprint, pin)
 
@@ -207,13 +199,13 @@ def test_wrong_password_is_permanent_auth(ftp_settings) -> None:
     settings = ftp_settings(password="Wr0ng-pa55word")
     with pytest.raises(TransportError) as info:
         get_transport(settings).open()
-    assert (info.value.code, info.value.permanent) == (CODE_AUTH, True)
+    assert (info.value.code, info.value.permanent) == (ErrorCode.AUTH, True)
     assert "Wr0ng-pa55word" not in str(info.value)
 
 
 def test_nothing_listening_is_transient_refused() -> None:
     settings = TransportSettings(kind="ftp", host="127.0.0.1", port=closed_port(), username="u", password="pw-x1")
-    failure(settings, lambda t: None, CODE_REFUSED, permanent=False)
+    failure(settings, lambda t: None, ErrorCode.REFUSED, permanent=False)
 
 
 @pytest.mark.parametrize("kind", ["ftp", "ftps"])
@@ -228,7 +220,7 @@ def test_silent_server_times_out(kind: str) -> None:
             t.open()
         t.close()
     assert time.monotonic() - started < 5
-    assert (info.value.code, info.value.permanent) == (CODE_TIMEOUT, False)
+    assert (info.value.code, info.value.permanent) == (ErrorCode.TIMEOUT, False)
     assert t.steps[-1].name == "TCP connect" and not t.steps[-1].ok
 
 

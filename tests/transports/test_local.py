@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.transports import get_transport
+from connectors.transports import ErrorCode, get_transport
 from connectors.transports.base import (
-    CODE_EXISTS,
-    CODE_NOT_FOUND,
-    CODE_PERMISSION,
-    CODE_TOO_LARGE,
     RemoteFile,
     TransportError,
 )
@@ -68,7 +64,7 @@ def test_put_atomic_writes_final_file_and_leaves_no_temp(local_settings, local_r
 def test_put_atomic_refuses_existing_final_file(local_settings, local_root: Path) -> None:
     (local_root / "order-1.json").write_bytes(b"original")
     with get_transport(local_settings()) as t:
-        expect(CODE_EXISTS, lambda: t.put_atomic("/", "order-1.json", b"new"))
+        expect(ErrorCode.EXISTS, lambda: t.put_atomic("/", "order-1.json", b"new"))
     assert os.listdir(local_root) == ["order-1.json"]
     assert (local_root / "order-1.json").read_bytes() == b"original"
 
@@ -82,7 +78,7 @@ def test_rename_no_overwrite_refuses_existing_target(local_settings, local_root,
     (local_root / "a.tmp").write_bytes(b"new")
     (local_root / "a").write_bytes(b"old")
     with get_transport(local_settings()) as t:
-        expect(CODE_EXISTS, lambda: t.rename_no_overwrite("/a.tmp", "/a"))
+        expect(ErrorCode.EXISTS, lambda: t.rename_no_overwrite("/a.tmp", "/a"))
         t.rename_no_overwrite("/a.tmp", "/b")
     assert (local_root / "a").read_bytes() == b"old" and (local_root / "b").read_bytes() == b"new"
     assert sorted(os.listdir(local_root)) == ["a", "b"]
@@ -101,7 +97,7 @@ def test_list_stat_and_read_with_cap(local_settings, local_root: Path) -> None:
         assert t.stat("/a.json") == RemoteFile("a.json", 5, MTIME)
         assert t.stat("/subdir").size == 0 and t.stat("/nope") is None and t.stat("/a.json/x") is None
         assert t.read_file("/b.json", max_bytes=2560) == bytes(range(256)) * 10
-        expect(CODE_TOO_LARGE, lambda: t.read_file("/b.json", max_bytes=2559))
+        expect(ErrorCode.TOO_LARGE, lambda: t.read_file("/b.json", max_bytes=2559))
 
 
 def test_list_dir_of_a_large_directory(local_settings, local_root: Path) -> None:
@@ -136,26 +132,26 @@ def test_makedirs_and_remove(local_settings, local_root: Path) -> None:
 def test_missing_paths_are_permanent_not_found(local_settings, local_root: Path) -> None:
     (local_root / "file").write_bytes(b"")
     with get_transport(local_settings()) as t:
-        expect(CODE_NOT_FOUND, lambda: t.list_dir("/missing"))
-        expect(CODE_NOT_FOUND, lambda: t.read_file("/missing.json", max_bytes=10))
-        expect(CODE_NOT_FOUND, lambda: t.put_atomic("/missing", "x.json", b"x"))
-        expect(CODE_NOT_FOUND, lambda: t.write_file("/file/x.json", b"x"))  # a file where a directory should be
-        expect(CODE_NOT_FOUND, lambda: t.remove("/missing.json"))
+        expect(ErrorCode.NOT_FOUND, lambda: t.list_dir("/missing"))
+        expect(ErrorCode.NOT_FOUND, lambda: t.read_file("/missing.json", max_bytes=10))
+        expect(ErrorCode.NOT_FOUND, lambda: t.put_atomic("/missing", "x.json", b"x"))
+        expect(ErrorCode.NOT_FOUND, lambda: t.write_file("/file/x.json", b"x"))  # a file where a directory should be
+        expect(ErrorCode.NOT_FOUND, lambda: t.remove("/missing.json"))
 
 
 def test_unwritable_directory_is_permanent_permission_denied(local_settings, unwritable_dir: Path) -> None:
     with get_transport(local_settings()) as t:
-        err = expect(CODE_PERMISSION, lambda: t.put_atomic("/locked", "b.json", b"x"))
+        err = expect(ErrorCode.PERMISSION, lambda: t.put_atomic("/locked", "b.json", b"x"))
         assert str(unwritable_dir) in err.message  # the admin sees the real path
-        expect(CODE_PERMISSION, lambda: t.remove("/locked/keep.json"))
-        expect(CODE_PERMISSION, lambda: t.move_no_overwrite("/locked/keep.json", "/"))
+        expect(ErrorCode.PERMISSION, lambda: t.remove("/locked/keep.json"))
+        expect(ErrorCode.PERMISSION, lambda: t.move_no_overwrite("/locked/keep.json", "/"))
         assert t.read_file("/locked/keep.json", max_bytes=10) == b"keep"
     assert os.listdir(unwritable_dir) == ["keep.json"]
 
 
 def test_paths_stay_inside_the_root(local_settings) -> None:
     with get_transport(local_settings()) as t:
-        expect(CODE_PERMISSION, lambda: t.list_dir("/../"))
+        expect(ErrorCode.PERMISSION, lambda: t.list_dir("/../"))
 
 
 def test_without_root_paths_are_used_as_given(local_settings, local_root: Path) -> None:

@@ -20,24 +20,12 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from connectors.transports import get_transport
+from connectors.transports import ErrorCode, get_transport
 from connectors.transports.base import (
-    CODE_AUTH,
-    CODE_DNS,
-    CODE_EXISTS,
-    CODE_HOST_KEY_CHANGED,
-    CODE_HOST_KEY_UNKNOWN,
-    CODE_NETWORK,
-    CODE_NOT_FOUND,
-    CODE_PERMISSION,
-    CODE_REFUSED,
-    CODE_TIMEOUT,
-    CODE_TOO_LARGE,
     HostKeyError,
     TransportError,
 )
 from connectors.transports.sftp import SFTPTransport
-from connectors.transports.ssh_keys import CODE_KEY_INVALID
 from tests.fixtures.sftp import CLIENT_KEY_PASSPHRASE
 from tests.servers.blackhole import BlackholeServer, closed_port
 from tests.servers.sshd import fingerprint, make_client_key
@@ -88,7 +76,7 @@ def test_put_atomic_refuses_existing_final_file(sftp_settings, sftp_dir: Path):
     (sftp_dir / "order.csv").write_bytes(b"original")
     with connect(sftp_settings()) as t, pytest.raises(TransportError) as info:
         t.put_atomic(str(sftp_dir), "order.csv", b"new content")
-    assert info.value.code == CODE_EXISTS and info.value.permanent
+    assert info.value.code == ErrorCode.EXISTS and info.value.permanent
     assert (sftp_dir / "order.csv").read_bytes() == b"original"
     assert sorted(p.name for p in sftp_dir.iterdir()) == ["order.csv"]
 
@@ -98,7 +86,7 @@ def test_rename_no_overwrite_relies_on_the_server_refusing(sftp_settings, sftp_d
     (sftp_dir / "a").write_bytes(b"old")
     with connect(sftp_settings()) as t, pytest.raises(TransportError) as info:
         t.rename_no_overwrite(str(sftp_dir / "a.tmp"), str(sftp_dir / "a"))
-    assert info.value.code == CODE_EXISTS and info.value.permanent
+    assert info.value.code == ErrorCode.EXISTS and info.value.permanent
     assert (sftp_dir / "a").read_bytes() == b"old"
     assert (sftp_dir / "a.tmp").read_bytes() == b"new"
 
@@ -118,7 +106,7 @@ def test_list_dir_stat_and_read_file(sftp_settings, sftp_dir: Path):
         assert t.read_file(str(sftp_dir / "empty.txt"), max_bytes=0) == b""
         with pytest.raises(TransportError) as info:
             t.read_file(str(sftp_dir / "one.txt"), max_bytes=4)
-        assert info.value.code == CODE_TOO_LARGE and info.value.permanent
+        assert info.value.code == ErrorCode.TOO_LARGE and info.value.permanent
 
 
 def test_read_file_larger_than_a_packet(sftp_settings, sftp_dir: Path):
@@ -166,7 +154,7 @@ def test_makedirs_and_remove(sftp_settings, sftp_dir: Path):
         t.remove(str(sftp_dir / "file"))
         with pytest.raises(TransportError) as info:
             t.remove(str(sftp_dir / "file"))
-        assert info.value.code == CODE_NOT_FOUND
+        assert info.value.code == ErrorCode.NOT_FOUND
     assert (sftp_dir / "a" / "b" / "c").is_dir()
     assert not (sftp_dir / "file").exists()
 
@@ -186,9 +174,9 @@ def test_put_many_uploads_over_two_channels(sftp_settings, sftp_dir: Path, monke
         results = t.put_many(str(sftp_dir), items)
     assert len(opened) == 2  # the session's channel plus one for the second worker
     assert [name for name, _ in results] == [name for name, _ in items]
-    for (name, data), (_, outcome) in zip(items, results):
+    for (name, data), (_, outcome) in zip(items, results, strict=False):
         if name == "f3.xml":
-            assert isinstance(outcome, TransportError) and outcome.code == CODE_EXISTS
+            assert isinstance(outcome, TransportError) and outcome.code == ErrorCode.EXISTS
             assert (sftp_dir / name).read_bytes() == b"already there"
         else:
             assert outcome == str(sftp_dir / name)
@@ -247,7 +235,7 @@ def test_the_pinned_host_key_type_is_asked_for(sftp_settings, sshd_server, kind)
 def test_wrong_password(sftp_settings):
     settings = sftp_settings("password", password="not-the-password-7f3a")
     err = open_error(settings)
-    assert err.code == CODE_AUTH and err.permanent
+    assert err.code == ErrorCode.AUTH and err.permanent
     assert settings.username in err.message
     assert_no_secret(err.message, settings)
 
@@ -256,7 +244,7 @@ def test_unauthorized_key(sftp_settings):
     stranger = make_client_key("ed25519")
     settings = sftp_settings(private_key=stranger.private_key, private_key_passphrase="")
     err = open_error(settings)
-    assert err.code == CODE_AUTH and err.permanent
+    assert err.code == ErrorCode.AUTH and err.permanent
     assert_no_secret(err.message, settings)
 
 
@@ -265,7 +253,7 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(sftp_settings, sshd_se
     with pytest.raises(HostKeyError) as info:
         transport.open()
     err = info.value
-    assert err.code == CODE_HOST_KEY_UNKNOWN and err.permanent
+    assert err.code == ErrorCode.HOST_KEY_UNKNOWN and err.permanent
     assert err.presented_key == sshd_server.host_keys["ed25519"]  # Ed25519 preferred when nothing is pinned
     if shutil.which("ssh-keygen"):
         pub = sshd_server.dir / "ssh_host_ed25519_key.pub"
@@ -280,7 +268,7 @@ def test_changed_host_key(sftp_settings, sshd_server, sshd_factory):
     settings = sftp_settings(port=other.port)  # still pins sshd_server's key
     err = open_error(settings)
     assert isinstance(err, HostKeyError)
-    assert err.code == CODE_HOST_KEY_CHANGED and err.permanent
+    assert err.code == ErrorCode.HOST_KEY_CHANGED and err.permanent
     assert err.expected_fingerprint == fingerprint(sshd_server.host_keys["ed25519"])
     assert err.presented_fingerprint == fingerprint(other.host_keys["ed25519"])
     assert err.presented_key == other.host_keys["ed25519"]
@@ -290,14 +278,14 @@ def test_changed_host_key(sftp_settings, sshd_server, sshd_factory):
 def test_pinned_key_of_a_type_the_server_lacks(sftp_settings):
     foreign = make_client_key("ecdsa").public_line  # not the server's key, a type it does have
     err = open_error(sftp_settings(host_key=foreign))
-    assert err.code == CODE_HOST_KEY_CHANGED and err.permanent
+    assert err.code == ErrorCode.HOST_KEY_CHANGED and err.permanent
 
 
 def test_nothing_listening():
     from connectors.transports.base import TransportSettings
 
     err = open_error(TransportSettings(kind="sftp", host="127.0.0.1", port=closed_port(), username="x", password="y"))
-    assert err.code == CODE_REFUSED and not err.permanent
+    assert err.code == ErrorCode.REFUSED and not err.permanent
     assert "127.0.0.1:" in err.message
 
 
@@ -306,7 +294,7 @@ def test_silent_server_times_out_within_the_connect_timeout(sftp_settings):
         started = time.monotonic()
         err = open_error(sftp_settings(port=hole.port, connect_timeout=1.0))
         took = time.monotonic() - started
-    assert err.code == CODE_TIMEOUT and not err.permanent
+    assert err.code == ErrorCode.TIMEOUT and not err.permanent
     assert took < 5
 
 
@@ -330,7 +318,7 @@ def test_stalled_server_times_out_within_the_operation_timeout(sftp_settings, ss
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         transport.close()
-    assert info.value.code == CODE_TIMEOUT and not info.value.permanent
+    assert info.value.code == ErrorCode.TIMEOUT and not info.value.permanent
     assert str(sftp_dir) in info.value.message
     assert took < 5
 
@@ -359,7 +347,7 @@ def test_server_stalling_before_the_sftp_session_times_out(sftp_settings, sshd_s
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
     assert stalled
-    assert info.value.code == CODE_TIMEOUT and not info.value.permanent
+    assert info.value.code == ErrorCode.TIMEOUT and not info.value.permanent
     assert [(s.name, s.ok) for s in transport.steps][-1] == ("SFTP session", False)
 
 
@@ -378,7 +366,7 @@ def test_server_hanging_up_at_once_is_a_transient_network_error(sftp_settings):
     finally:
         thread.join(5)
         listener.close()
-    assert err.code == CODE_NETWORK and not err.permanent
+    assert err.code == ErrorCode.NETWORK and not err.permanent
 
 
 def test_unresolvable_host_name(sftp_settings, monkeypatch):
@@ -389,7 +377,7 @@ def test_unresolvable_host_name(sftp_settings, monkeypatch):
     transport = get_transport(sftp_settings(host="sftp.example.invalid"))
     with pytest.raises(TransportError) as info:
         transport.open()
-    assert info.value.code == CODE_DNS and not info.value.permanent
+    assert info.value.code == ErrorCode.DNS and not info.value.permanent
     assert "sftp.example.invalid" in info.value.message
     assert [(s.name, s.ok) for s in transport.steps] == [("TCP connect", False)]
 
@@ -404,7 +392,7 @@ def test_missing_directory(sftp_settings, sftp_dir: Path):
         ):
             with pytest.raises(TransportError) as info:
                 call()
-            assert info.value.code == CODE_NOT_FOUND and info.value.permanent
+            assert info.value.code == ErrorCode.NOT_FOUND and info.value.permanent
             assert missing in info.value.message
 
 
@@ -425,7 +413,7 @@ def test_no_permission(sftp_settings, sshd_server):
         ):
             with pytest.raises(TransportError) as info:
                 call()
-            assert info.value.code == CODE_PERMISSION and info.value.permanent
+            assert info.value.code == ErrorCode.PERMISSION and info.value.permanent
     assert sorted(p.name for p in readonly.iterdir()) == ["existing.txt"]
 
 
@@ -433,7 +421,7 @@ def test_no_permission(sftp_settings, sshd_server):
 def test_wrong_passphrase(sftp_settings, fmt):
     settings = sftp_settings(key=("rsa", fmt, True), private_key_passphrase="wrong passphrase 42")
     err = open_error(settings)
-    assert err.code == CODE_KEY_INVALID and err.permanent
+    assert err.code == ErrorCode.KEY_INVALID and err.permanent
     assert "passphrase" in err.message
     assert_no_secret(err.message, settings)
     assert CLIENT_KEY_PASSPHRASE not in err.message
@@ -442,14 +430,14 @@ def test_wrong_passphrase(sftp_settings, fmt):
 def test_missing_passphrase(sftp_settings):
     settings = sftp_settings(key=("ed25519", "openssh", True), private_key_passphrase="")
     err = open_error(settings)
-    assert err.code == CODE_KEY_INVALID and err.permanent and "passphrase" in err.message
+    assert err.code == ErrorCode.KEY_INVALID and err.permanent and "passphrase" in err.message
 
 
 def test_unreadable_private_key(sftp_settings):
     broken = "-----BEGIN OPENSSH PRIVATE KEY-----\nbm9wZQ==\n-----END OPENSSH PRIVATE KEY-----"
     settings = sftp_settings(private_key=broken)
     err = open_error(settings)
-    assert err.code == CODE_KEY_INVALID and err.permanent
+    assert err.code == ErrorCode.KEY_INVALID and err.permanent
     assert "bm9wZQ" not in err.message
 
 
@@ -500,7 +488,7 @@ def test_server_refusing_the_sftp_subsystem_is_a_permanent_error(sshd_server, sf
         settings = sftp_settings(port=shell_only.port, host_key=shell_only.host_keys["ed25519"])
         with pytest.raises(TransportError) as err:
             get_transport(settings).open()
-    assert err.value.permanent and err.value.code == CODE_PERMISSION
+    assert err.value.permanent and err.value.code == ErrorCode.PERMISSION
     assert "refused the SFTP subsystem" in err.value.message
 
 
