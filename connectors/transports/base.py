@@ -42,6 +42,8 @@ class TransportSettings:
     operation_timeout: float = 30.0
     #: Uploads in flight at once over one connection, where the protocol allows it (SFTP channels).
     upload_channels: int = 2
+    #: Local transport only: the operator's jail (LOCAL_DROPZONE_ROOT); every path resolves inside it.
+    local_root: str = ""
 
 
 @dataclass(frozen=True)
