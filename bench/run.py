@@ -313,7 +313,7 @@ def upload(
         with get_transport(zone.settings) as t:
             if how == "sequential":
                 return Transport.put_many(t, remote, items)
-            t.max_parallel_uploads = channels
+            t.max_lanes = channels
             return t.put_many(remote, items)
 
     return Scenario(

@@ -11,13 +11,18 @@ secret.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ class ErrorCode(StrEnum):
     SERVER_FAILURE = "server_failure"  # SFTP's catch-all "Failure" status (disk full, …)
     SERVER_REFUSED = "server_refused"  # FTP: another 5xx reply: permanent
     SERVER_TEMPORARY = "server_temporary"  # FTP: another 4xx reply: worth retrying
+    SYMLINK = "symlink_refused"  # local: a symbolic link below the dropzone root (never followed)
 
 
 class Transport(ABC):
@@ -152,8 +158,8 @@ class Transport(ABC):
     strings; remote transports use POSIX paths.
     """
 
-    #: How many uploads may run at once over one open connection.
-    max_parallel_uploads: int = 1
+    #: How many operations may run at once over one open connection (see ``open_lanes``).
+    max_lanes: int = 1
 
     def __init__(self, settings: TransportSettings) -> None:
         self.settings = settings
@@ -174,6 +180,26 @@ class Transport(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection; never raises."""
+
+    def open_lanes(self, count: int) -> list[Transport]:
+        """Up to ``count`` handles on this open connection, each for one thread at a time; ``self`` first.
+
+        Transports that can run several operations at once over one
+        connection (SFTP channels) override this and ``close_lanes``.
+        """
+        return [self]
+
+    def close_lanes(self, lanes: list[Transport]) -> None:
+        """Release what ``open_lanes`` opened beyond ``self``; never raises."""
+        return None
+
+    def parallel(
+        self, op: Callable[[Transport, T], R], items: Iterable[T], *, tick: float = 1.0
+    ) -> Iterator[tuple[T, R | TransportError] | None]:
+        """``op(lane, item)`` for every item over up to ``max_lanes`` lanes; see ``lanes.run_parallel``."""
+        from .lanes import run_parallel
+
+        return run_parallel(self, op, items, lanes=self.max_lanes, tick=tick)
 
     def step(self, name: str) -> AbstractContextManager[Step]:
         """Time one step of ``open``/probing into ``self.steps``."""
@@ -231,31 +257,54 @@ class Transport(ABC):
         temp = final + self.settings.temp_suffix
         if self.stat(final) is not None:
             raise TransportError(f"{final} already exists on the server", permanent=True, code=ErrorCode.EXISTS)
-        self.write_file(temp, data)
-        written = self.stat(temp)
-        if written is None or written.size != len(data):
-            got = "no file" if written is None else f"{written.size} bytes"
-            raise TransportError(
-                f"upload of {temp} incomplete: expected {len(data)} bytes, server has {got}",
-                code=ErrorCode.SIZE_MISMATCH,
-            )
-        self.rename_no_overwrite(temp, final)
+        try:
+            self.write_file(temp, data)
+            written = self.stat(temp)
+            if written is None or written.size != len(data):
+                got = "no file" if written is None else f"{written.size} bytes"
+                raise TransportError(
+                    f"upload of {temp} incomplete: expected {len(data)} bytes, server has {got}",
+                    code=ErrorCode.SIZE_MISMATCH,
+                )
+            self.rename_no_overwrite(temp, final)
+        except TransportError:
+            self.remove_stale_temp(final)  # never leave a half-written temp file in the ERP's dropzone
+            raise
         return final
+
+    def remove_stale_temp(self, final: str) -> None:
+        """Remove the temp file of ``final`` that an interrupted upload left behind; best effort."""
+        temp = final + self.settings.temp_suffix
+        with suppress(TransportError):
+            if self.stat(temp) is not None:
+                self.remove(temp)
+
+    def holds_file(self, directory: str, name: str, *, sha256: str, size: int) -> bool:
+        """After ``ErrorCode.EXISTS``: is the final file ours (exactly these bytes)?
+
+        An interrupted earlier attempt may have renamed it before the database
+        heard of it.  Our stale temp file, if any, is removed either way.
+        """
+        path = self.join(directory, name)
+        try:
+            existing = self.read_file(path, max_bytes=size)
+        except TransportError:
+            same = False
+        else:
+            same = hashlib.sha256(existing).hexdigest() == sha256
+        self.remove_stale_temp(path)
+        return same
 
     def put_many(
         self, directory: str, items: Iterable[tuple[str, bytes]]
     ) -> list[tuple[str, str | TransportError]]:
-        """``put_atomic`` for several files; one result (path or error) per item, in order.
-
-        Transports that can upload in parallel over one connection override this.
-        """
-        results: list[tuple[str, str | TransportError]] = []
-        for name, data in items:
-            try:
-                results.append((name, self.put_atomic(directory, name, data)))
-            except TransportError as err:
-                results.append((name, err))
-        return results
+        """``put_atomic`` for several files over the lanes; one result (path or error) per item, in order."""
+        todo = list(items)
+        found: dict[int, str | TransportError] = {}
+        for result in self.parallel(lambda lane, i: lane.put_atomic(directory, *todo[i]), range(len(todo))):
+            if result is not None:
+                found[result[0]] = result[1]
+        return [(name, found[i]) for i, (name, _data) in enumerate(todo)]
 
     def move_no_overwrite(self, src: str, dest_dir: str) -> str:
         """Move ``src`` into ``dest_dir``; on a name collision add ``-1``, ``-2``… before the extension.

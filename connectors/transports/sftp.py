@@ -13,7 +13,7 @@ import posixpath
 import socket
 import stat as stat_mode
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import paramiko
@@ -58,7 +58,7 @@ class SFTPTransport(Transport):
         super().__init__(settings)
         # One SFTP channel per upload thread on the same SSH connection (bench/README.md: over a
         # 4 ms link 2 channels move 1.8x the files of one, 4 channels 2.8x).
-        self.max_parallel_uploads = max(1, settings.upload_channels)
+        self.max_lanes = max(1, settings.upload_channels)
         self.where = f"{settings.host}:{settings.port or 22}"
         self._sock: socket.socket | None = None
         self._ssh: paramiko.Transport | None = None
@@ -275,54 +275,30 @@ class SFTPTransport(Transport):
                             f"{current} on {self.where} exists and is not a directory", ErrorCode.EXISTS
                         ) from err
 
-    # -- parallel uploads ----------------------------------------------------
-    def put_many(self, directory: str, items: Iterable[tuple[str, bytes]]) -> list[tuple[str, str | TransportError]]:
-        """``put_atomic`` over up to ``max_parallel_uploads`` SFTP channels of this connection.
+    # -- lanes: one SFTP channel per thread ----------------------------------
+    def open_lanes(self, count: int) -> list[Transport]:
+        """This transport plus up to ``count - 1`` SFTP channels on the same SSH connection.
 
-        Each thread has its own SFTPClient (one client shared between threads
-        hangs); this thread uses the main one.  Results keep the input order.
+        Each thread needs its own SFTPClient (one client shared by threads hangs).
         """
-        if self._sftp is None:  # not open: the base class reports that per item
-            return super().put_many(directory, items)
-        todo = list(items)
-        results: list[tuple[str, str | TransportError]] = [("", TransportError("not run"))] * len(todo)
-        indexes, lock = iter(range(len(todo))), threading.Lock()
-
-        def work(transport: SFTPTransport) -> None:
-            while True:
-                with lock:
-                    i = next(indexes, None)
-                if i is None:
-                    return
-                name, data = todo[i]
-                try:
-                    results[i] = (name, transport.put_atomic(directory, name, data))
-                except TransportError as err:
-                    results[i] = (name, err)
-                except Exception as err:  # noqa: BLE001 - never lose a result to a stray error
-                    results[i] = (name, TransportError(f"upload of {name} to {self.where} failed: {err}"))
-
-        helpers: list[SFTPTransport] = []
-        for _ in range(min(self.max_parallel_uploads, len(todo)) - 1):
-            helper = SFTPTransport(self.settings)
-            helper._ssh = self._ssh
+        lanes: list[Transport] = [self]
+        if self._sftp is None:
+            return lanes
+        for _ in range(count - 1):
+            lane = SFTPTransport(self.settings)
+            lane._ssh = self._ssh
             try:
-                helper._sftp = self._open_sftp()
+                lane._sftp = self._open_sftp()
             except (TransportError, paramiko.SSHException, OSError, EOFError):
                 break  # fewer channels is slower, not wrong
-            helpers.append(helper)
-        threads = [threading.Thread(target=work, args=(h,), name="sftp-upload", daemon=True) for h in helpers]
-        for thread in threads:
-            thread.start()
-        try:
-            work(self)
-        finally:
-            for thread in threads:
-                thread.join()
-            for helper in helpers:
+            lanes.append(lane)
+        return lanes
+
+    def close_lanes(self, lanes: list[Transport]) -> None:
+        for lane in lanes:
+            if lane is not self and isinstance(lane, SFTPTransport):
                 with suppress(Exception):
-                    helper._client().close()  # only its channel: the connection stays ours
-        return results
+                    lane._client().close()  # only its channel: the connection stays ours
 
 
 def _remote_file(name: str, attrs: paramiko.SFTPAttributes) -> RemoteFile:
