@@ -466,7 +466,7 @@ def stop_child(proc: subprocess.Popen) -> None:
 
 
 def local_zone(root: Path) -> Dropzone:
-    settings = TransportSettings(kind="local", host=str(root))
+    settings = TransportSettings(kind="local", local_root=str(root))
 
     def make_dir(label: str) -> tuple[str, Path]:
         path = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=root))

@@ -1,4 +1,4 @@
-"""LocalTransport against real temporary directories."""
+"""LocalTransport against real temporary directories: the contract, and the jail (root, host, no symlinks)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import errno
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,7 +74,7 @@ def test_put_atomic_refuses_existing_final_file(local_settings, local_root: Path
 @pytest.mark.parametrize("hard_links", [True, False], ids=["link", "no-hard-links"])
 def test_rename_no_overwrite_refuses_existing_target(local_settings, local_root, monkeypatch, hard_links) -> None:
     if not hard_links:  # e.g. a FAT or SMB mount: the check-then-rename fallback must hold too
-        def no_link(src: str, dst: str) -> None:
+        def no_link(*args: object, **kwargs: object) -> None:
             raise OSError(errno.EPERM, "Operation not permitted")
         monkeypatch.setattr(os, "link", no_link)
     (local_root / "a.tmp").write_bytes(b"new")
@@ -92,9 +94,11 @@ def test_list_stat_and_read_with_cap(local_settings, local_root: Path) -> None:
     (local_root / "link.json").symlink_to(local_root / "a.json")
     with get_transport(local_settings()) as t:
         listed = sorted(t.list_dir("/"), key=lambda f: f.name)
+        link = os.lstat(local_root / "link.json")  # the link itself, never its target
         assert listed == [RemoteFile("a.json", 5, MTIME), RemoteFile("b.json", 2560, MTIME),
-                          RemoteFile("link.json", 5, MTIME)]
+                          RemoteFile("link.json", link.st_size, link.st_mtime)]
         assert t.stat("/a.json") == RemoteFile("a.json", 5, MTIME)
+        assert t.stat("/link.json").size == 0
         assert t.stat("/subdir").size == 0 and t.stat("/nope") is None and t.stat("/a.json/x") is None
         assert t.read_file("/b.json", max_bytes=2560) == bytes(range(256)) * 10
         expect(ErrorCode.TOO_LARGE, lambda: t.read_file("/b.json", max_bytes=2559))
@@ -142,7 +146,8 @@ def test_missing_paths_are_permanent_not_found(local_settings, local_root: Path)
 def test_unwritable_directory_is_permanent_permission_denied(local_settings, unwritable_dir: Path) -> None:
     with get_transport(local_settings()) as t:
         err = expect(ErrorCode.PERMISSION, lambda: t.put_atomic("/locked", "b.json", b"x"))
-        assert str(unwritable_dir) in err.message  # the admin sees the real path
+        assert "/locked/b.json" in err.message  # the admin sees the path inside the dropzone...
+        assert str(unwritable_dir.parent) not in err.message  # ...not the operator's root
         expect(ErrorCode.PERMISSION, lambda: t.remove("/locked/keep.json"))
         expect(ErrorCode.PERMISSION, lambda: t.move_no_overwrite("/locked/keep.json", "/"))
         assert t.read_file("/locked/keep.json", max_bytes=10) == b"keep"
@@ -154,7 +159,200 @@ def test_paths_stay_inside_the_root(local_settings) -> None:
         expect(ErrorCode.PERMISSION, lambda: t.list_dir("/../"))
 
 
-def test_without_root_paths_are_used_as_given(local_settings, local_root: Path) -> None:
-    with get_transport(local_settings(host="")) as t:
-        t.put_atomic(str(local_root), "x.json", b"x")
-    assert (local_root / "x.json").read_bytes() == b"x"
+# -- the jail: LOCAL_DROPZONE_ROOT, host sub-directory, no symlink ever followed ----------
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory beside the dropzone root, holding a root-only secret: nothing may reach it."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    (path / "secret.txt").write_bytes(b"TOP-SECRET")
+    (path / "secret.txt").chmod(0o600)
+    return path
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_unset_root_is_a_config_error_naming_the_setting(local_settings) -> None:
+    t = get_transport(local_settings(local_root=""))
+    err = expect(ErrorCode.CONFIG, t.open)
+    assert "LOCAL_DROPZONE_ROOT" in err.message
+    expect(ErrorCode.CONFIG, lambda: t.list_dir("/"))  # no operation works without it, opened or not
+
+
+def test_missing_root_is_a_config_error(local_settings, tmp_path: Path) -> None:
+    err = expect(ErrorCode.CONFIG, get_transport(local_settings(local_root=str(tmp_path / "nope"))).open)
+    assert "LOCAL_DROPZONE_ROOT" in err.message
+
+
+def test_root_may_be_a_symlink(local_settings, local_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "root-link").symlink_to(local_root)  # the operator's choice, resolved once at open
+    with get_transport(local_settings(local_root=str(tmp_path / "root-link"))) as t:
+        t.makedirs("/inbound")
+        t.put_atomic("/inbound", "a.json", b"a")
+    assert (local_root / "inbound" / "a.json").read_bytes() == b"a"
+
+
+def test_absolute_paths_outside_resolve_inside_the_root(local_settings, local_root: Path, outside: Path) -> None:
+    before = snapshot(outside)
+    with get_transport(local_settings()) as t:
+        expect(ErrorCode.NOT_FOUND, lambda: t.list_dir(str(outside)))
+        expect(ErrorCode.NOT_FOUND, lambda: t.list_dir("/root"))
+        expect(ErrorCode.NOT_FOUND, lambda: t.read_file(str(outside / "secret.txt"), max_bytes=100))
+        expect(ErrorCode.NOT_FOUND, lambda: t.put_atomic(str(outside), "x.json", b"x"))
+        expect(ErrorCode.NOT_FOUND, lambda: t.remove(str(outside / "secret.txt")))
+        assert t.stat(str(outside / "secret.txt")) is None
+        t.makedirs(str(outside))  # creates the same path *inside* the root
+        t.put_atomic(str(outside), "x.json", b"x")
+    assert snapshot(outside) == before
+    assert (local_root / str(outside).lstrip("/") / "x.json").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("path", ["/../", "..", "/inbound/../..", "inbound/../../outside", "/in\x00bound"])
+def test_dotdot_and_nul_are_refused(local_settings, local_root: Path, path: str) -> None:
+    (local_root / "inbound").mkdir()
+    with get_transport(local_settings()) as t:
+        expect(ErrorCode.PERMISSION, lambda: t.list_dir(path))
+        expect(ErrorCode.PERMISSION, lambda: t.stat(path))
+        expect(ErrorCode.PERMISSION, lambda: t.read_file(path + "/a.json", max_bytes=10))
+        expect(ErrorCode.PERMISSION, lambda: t.put_atomic(path, "a.json", b"a"))
+        expect(ErrorCode.PERMISSION, lambda: t.makedirs(path + "/x"))
+        expect(ErrorCode.PERMISSION, lambda: t.remove(path + "/a.json"))
+    assert os.listdir(local_root / "inbound") == []
+
+
+def test_host_is_the_connections_sub_directory(local_settings, local_root: Path) -> None:
+    (local_root / "acme" / "inbound").mkdir(parents=True)
+    (local_root / "other.json").write_bytes(b"another connection's")
+    with get_transport(local_settings(host="acme")) as t:
+        assert t.steps[0].detail == "directory acme in the dropzone root"
+        t.put_atomic("/inbound", "a.json", b"a")
+        t.put_atomic("inbound", "b.json", b"b")  # relative means the same
+        assert sorted(f.name for f in t.list_dir("/inbound")) == ["a.json", "b.json"]
+        assert t.stat("/other.json") is None
+        expect(ErrorCode.PERMISSION, lambda: t.read_file("/../other.json", max_bytes=100))
+    assert sorted(os.listdir(local_root / "acme" / "inbound")) == ["a.json", "b.json"]
+
+
+def test_bad_host_directories(local_settings, local_root: Path, outside: Path) -> None:
+    expect(ErrorCode.NOT_FOUND, get_transport(local_settings(host="missing")).open)
+    expect(ErrorCode.CONFIG, get_transport(local_settings(host="../outside")).open)
+    (local_root / "acme").symlink_to(outside)
+    err = expect(ErrorCode.SYMLINK, get_transport(local_settings(host="acme")).open)
+    assert "/acme" in err.message and str(outside) not in err.message
+
+
+def test_processed_dir_symlink_is_refused_for_every_operation(local_settings, local_root: Path, outside) -> None:
+    # The ERP made outbound/processed a symlink: an ack was once filed outside the dropzone.
+    (local_root / "outbound").mkdir()
+    (local_root / "outbound" / "ack_1.json").write_bytes(b"{}")
+    (local_root / "outbound" / "processed").symlink_to(outside)
+    before = snapshot(outside)
+    with get_transport(local_settings()) as t:
+        for action in (
+            lambda: t.makedirs("/outbound/processed"),
+            lambda: t.move_no_overwrite("/outbound/ack_1.json", "/outbound/processed"),
+            lambda: t.rename("/outbound/ack_1.json", "/outbound/processed/ack_1.json"),
+            lambda: t.list_dir("/outbound/processed"),
+            lambda: t.stat("/outbound/processed/secret.txt"),
+            lambda: t.read_file("/outbound/processed/secret.txt", max_bytes=100),
+            lambda: t.write_file("/outbound/processed/x.json", b"x"),
+            lambda: t.put_atomic("/outbound/processed", "x.json", b"x"),
+            lambda: t.remove("/outbound/processed/secret.txt"),
+            lambda: t.makedirs("/outbound/processed/deeper"),
+        ):
+            err = expect(ErrorCode.SYMLINK, action)
+            assert "/outbound/processed is a symbolic link" in err.message
+            assert str(local_root) not in err.message and str(outside) not in err.message
+    assert snapshot(outside) == before
+    assert sorted(os.listdir(local_root / "outbound")) == ["ack_1.json", "processed"]
+
+
+def test_export_dir_symlink_is_refused(local_settings, local_root: Path, outside: Path) -> None:
+    (local_root / "inbound").symlink_to(outside)
+    before = snapshot(outside)
+    with get_transport(local_settings()) as t:
+        expect(ErrorCode.SYMLINK, lambda: t.put_atomic("/inbound", "order-1.json", b"{}"))
+        expect(ErrorCode.SYMLINK, lambda: t.list_dir("/inbound"))
+    assert snapshot(outside) == before
+
+
+def test_symlinked_ack_is_listed_never_read_and_can_be_filed_away(local_settings, local_root, outside) -> None:
+    # An ack that is a symlink to a root-only file once had its content read and echoed.
+    (local_root / "outbound" / "failed").mkdir(parents=True)
+    ack = local_root / "outbound" / "ack_1.json"
+    ack.symlink_to(outside / "secret.txt")
+    with get_transport(local_settings()) as t:
+        assert [f.name for f in t.list_dir("/outbound")] == ["ack_1.json"]  # the poller sees it...
+        err = expect(ErrorCode.SYMLINK, lambda: t.read_file("/outbound/ack_1.json", max_bytes=100))  # ...never reads
+        assert "/outbound/ack_1.json is a symbolic link" in err.message and "TOP-SECRET" not in err.message
+        assert t.stat("/outbound/ack_1.json").size == 0  # "something is there", not the target's size
+        assert t.move_no_overwrite("/outbound/ack_1.json", "/outbound/failed") == "/outbound/failed/ack_1.json"
+    moved = local_root / "outbound" / "failed" / "ack_1.json"
+    assert moved.is_symlink() and os.readlink(moved) == str(outside / "secret.txt")  # the link moved, not the file
+    assert not ack.is_symlink() and (outside / "secret.txt").read_bytes() == b"TOP-SECRET"
+
+
+def test_symlinked_temp_or_final_file_is_never_written_through(local_settings, local_root, outside) -> None:
+    (local_root / "inbound").mkdir()
+    (local_root / "inbound" / "a.json.tmp").symlink_to(outside / "secret.txt")
+    (local_root / "inbound" / "b.json").symlink_to(outside / "secret.txt")
+    (local_root / "inbound" / "c.json").write_bytes(b"c")
+    with get_transport(local_settings()) as t:
+        expect(ErrorCode.SYMLINK, lambda: t.put_atomic("/inbound", "a.json", b"overwritten"))
+        expect(ErrorCode.EXISTS, lambda: t.put_atomic("/inbound", "b.json", b"overwritten"))
+        expect(ErrorCode.EXISTS, lambda: t.rename_no_overwrite("/inbound/c.json", "/inbound/b.json"))
+        expect(ErrorCode.SYMLINK, lambda: t.write_file("/inbound/b.json", b"overwritten"))
+        t.remove("/inbound/b.json")  # removes the link, never its target
+    assert (outside / "secret.txt").read_bytes() == b"TOP-SECRET"
+    # put_atomic cleaned up its failed temp: the link itself went, its target stayed.
+    assert sorted(os.listdir(local_root / "inbound")) == ["c.json"]
+
+
+def test_file_symlink_as_directory_component_is_refused(local_settings, local_root: Path, outside) -> None:
+    (local_root / "link").symlink_to(outside / "secret.txt")
+    with get_transport(local_settings()) as t:
+        expect(ErrorCode.SYMLINK, lambda: t.list_dir("/link"))
+        expect(ErrorCode.SYMLINK, lambda: t.stat("/link/x"))
+
+
+def test_special_files_are_not_listed_or_read(local_settings, local_root: Path) -> None:
+    os.mkfifo(local_root / "ack_fifo.json")  # opening it for reading would block a worker forever
+    with get_transport(local_settings()) as t:
+        assert t.list_dir("/") == []
+        expect(ErrorCode.PERMISSION, lambda: t.read_file("/ack_fifo.json", max_bytes=10))
+        expect(ErrorCode.NOT_FOUND, lambda: t.read_file("/", max_bytes=10))
+
+
+def test_directory_swapped_for_a_symlink_mid_batch_never_leaks(local_settings, local_root, outside) -> None:
+    """A racing ERP swaps inbound/ for a symlink again and again; no write may ever land outside."""
+    inbound, parked = local_root / "inbound", local_root / "parked"
+    inbound.mkdir()
+    before = snapshot(outside)
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            inbound.rename(parked)
+            inbound.symlink_to(outside)
+            inbound.unlink()
+            parked.rename(inbound)
+            time.sleep(0)  # let the writer run while inbound/ is real, too
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    codes = set()
+    try:
+        with get_transport(local_settings()) as t:
+            for i in range(2000):
+                try:  # (makedirs would re-create a missing inbound/ and stop the swapper: not raced here)
+                    t.write_file(f"/inbound/{i}.json", b"x")
+                    t.list_dir("/inbound")
+                except TransportError as err:
+                    codes.add(err.code)
+    finally:
+        stop.set()
+        swapper.join()
+    assert snapshot(outside) == before and sorted(os.listdir(outside)) == ["secret.txt"]
+    assert codes <= {ErrorCode.SYMLINK, ErrorCode.NOT_FOUND}
