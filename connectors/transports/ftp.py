@@ -2,16 +2,28 @@
 
 Listing uses MLSD; servers without it (500/502) fall back to NLST + one SIZE and
 one MDTM per file, which is correct but costs two round trips per file.
+
+Every network operation ends within its deadline of wall-clock time
+(``connect_timeout`` for connecting, banner and TLS handshake; ``operation_timeout``
+for each later command, transfer or listing), whatever the server sends: a socket
+timeout restarts with every byte, so a server dripping ``220-`` lines or a
+multi-line reply would hold a recv forever.  A watchdog shuts the sockets down
+when time is up, which ends any blocked recv; the fault is ``ErrorCode.TIMEOUT``
+and the next operation reconnects.
 """
 
 from __future__ import annotations
 
 import calendar
 import ftplib
+import heapq
 import io
+import itertools
+import os
 import posixpath
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -49,6 +61,70 @@ def _close_quietly(ftp: ftplib.FTP) -> None:
         ftp.close()
 
 
+def _cut(ftp: ftplib.FTP | None) -> None:
+    """Shut down the control and data sockets of ``ftp``: any recv blocked on them returns at once.
+
+    ``socket.socket.shutdown`` even for TLS sockets: only the kernel call, nothing the
+    thread blocked in the TLS object shares.  Closed or detached sockets are skipped.
+    """
+    for sock in (getattr(ftp, "sock", None), getattr(ftp, "data_sock", None)):
+        if sock is not None:
+            with suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread for the whole process that runs callbacks when their deadline passes.
+
+    Arming is a heap push under a lock, not a thread per operation (thousands of
+    operations a batch); the thread is woken only for a deadline earlier than all
+    it knows.  Nothing is cancelled: a callback checks whether its operation is
+    still running (see ``FTPTransport._fire``).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()  # ties never compare the callbacks
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        when = time.monotonic() + seconds
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ftp-deadlines", daemon=True)
+                self._thread.start()
+            if not self._heap or when < self._heap[0][0]:
+                self._cond.notify()
+            heapq.heappush(self._heap, (when, next(self._order), callback))
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    _when, _n, callback = heapq.heappop(self._heap)
+                    with suppress(Exception):  # one failing callback must not stop every deadline
+                        callback()
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchdog = _Watchdog()
+# A forked worker inherits the watchdog but not its thread: give the child a fresh one.
+os.register_at_fork(after_in_child=lambda: globals().update(_watchdog=_Watchdog()))
+
+
+class _Client(ftplib.FTP):
+    """``ftplib.FTP`` that keeps its current data connection where a deadline can cut it."""
+
+    data_sock: socket.socket | None = None
+
+    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
+        conn, size = super().ntransfercmd(cmd, rest)
+        self.data_sock = conn
+        return conn, size
+
+
 class FTPTransport(Transport):
     """Plain FTP: passive mode, binary transfers, every operation bounded by ``operation_timeout``."""
 
@@ -62,19 +138,26 @@ class FTPTransport(Transport):
         self._ascii = False  # ftplib switches to TYPE A for every listing; SIZE and RETR need TYPE I
         self._home = "/"
         self._where = f"{settings.host}:{settings.port or 21}"
+        # The running operation's deadline: the client it talks to (what the watchdog cuts),
+        # a token naming the operation, and whether the watchdog fired.
+        self._wire: ftplib.FTP | None = None
+        self._op: object | None = None
+        self._expired = False
+        self._limit = settings.operation_timeout
+        self._op_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> None:
         self._ftp = self._connect()
 
     def _new_client(self) -> ftplib.FTP:
-        return ftplib.FTP()
+        return _Client()
 
     def _connect(self) -> ftplib.FTP:
         s = self.settings
-        ftp = self._new_client()
+        ftp = self._wire = self._new_client()
         try:
-            with self.step("TCP connect") as rec, self._errors("connect", ""):
+            with self.step("TCP connect") as rec, self._errors("connect", "", timeout=s.connect_timeout):
                 rec.detail = self._where
                 ftp.connect(s.host, s.port or 21, timeout=s.connect_timeout)  # also reads the banner
             self._secure(ftp)
@@ -87,8 +170,6 @@ class FTPTransport(Transport):
         except BaseException:
             _close_quietly(ftp)
             raise
-        ftp.sock.settimeout(s.operation_timeout)
-        ftp.timeout = s.operation_timeout  # ftplib's timeout for data connections
         self._stale = self._ascii = False
         return ftp
 
@@ -108,6 +189,7 @@ class FTPTransport(Transport):
                 self._ftp = self._connect()
             finally:
                 self.steps = steps
+        self._wire = self._ftp
         return self._ftp
 
     def close(self) -> None:
@@ -116,9 +198,59 @@ class FTPTransport(Transport):
             return
         with suppress(Exception):  # close never raises
             if not self._stale and ftp.sock is not None:
-                ftp.sock.settimeout(2.0)  # a hung server must not hold up shutdown
-                ftp.quit()
+                self._wire = ftp
+                with self._deadline(2.0):  # a hung or dripping server must not hold up shutdown
+                    ftp.quit()
         _close_quietly(ftp)
+
+    # -- deadlines -----------------------------------------------------------
+    @contextmanager
+    def _deadline(self, seconds: float) -> Iterator[None]:
+        """End the enclosed operation on ``self._wire`` within ``seconds`` of wall-clock time.
+
+        Raises TimeoutError when the watchdog fired, even if the operation then
+        "succeeded" (a cut transfer may look complete); the connection is stale
+        either way.  Nested deadlines are no-ops: the outermost operation's rules.
+        """
+        if self._op is not None:
+            with self._expiry():
+                yield
+            return
+        op = self._op = object()
+        self._expired, self._limit = False, seconds
+        wire = self._wire
+        if wire is not None:  # also the socket timeout: no single wait outlives the deadline
+            wire.timeout = seconds  # ftplib's timeout for new data connections
+            if wire.sock is not None:
+                wire.sock.settimeout(seconds)
+        _watchdog.arm(seconds, lambda: self._fire(op))
+        try:
+            with self._expiry():
+                yield
+        finally:
+            with self._op_lock:  # after this, a late watchdog finds its operation over and does nothing
+                self._op = None
+        if self._expired:
+            raise TimeoutError("the operation's deadline passed")
+
+    @contextmanager
+    def _expiry(self) -> Iterator[None]:
+        """Whatever breaks after the watchdog cut the sockets (EOF, reset, a TLS error) is the timeout."""
+        try:
+            yield
+        except TransportError:
+            raise
+        except Exception as err:
+            if self._expired:
+                raise TimeoutError("the operation's deadline passed") from err
+            raise
+
+    def _fire(self, op: object) -> None:
+        with self._op_lock:
+            if self._op is not op:
+                return
+            self._expired = self._stale = True
+            _cut(self._wire)
 
     # -- error mapping -------------------------------------------------------
     def _fail(self, operation: str, path: str, reason: str, code: str, permanent: bool) -> TransportError:
@@ -128,10 +260,16 @@ class FTPTransport(Transport):
         return TransportError(message, permanent=permanent, code=code)
 
     @contextmanager
-    def _errors(self, operation: str, path: str, *, probe: str | None = None) -> Iterator[None]:
-        """Turn ftplib/socket faults into TransportError; ``probe`` must exist unless the 550 means "missing"."""
+    def _errors(
+        self, operation: str, path: str, *, probe: str | None = None, timeout: float | None = None
+    ) -> Iterator[None]:
+        """One network operation, bounded by ``timeout`` (default: operation_timeout) of wall-clock time.
+
+        Turns ftplib/socket faults into TransportError; ``probe`` must exist unless the 550 means "missing".
+        """
         try:
-            yield
+            with self._deadline(self.settings.operation_timeout if timeout is None else timeout):
+                yield
         except TransportError:
             raise
         except ftplib.error_perm as err:
@@ -148,7 +286,8 @@ class FTPTransport(Transport):
             raise self._fail(operation, path, "connection refused", ErrorCode.REFUSED, False) from err
         except TimeoutError as err:
             self._stale = True
-            raise self._fail(operation, path, "timed out waiting for the server", ErrorCode.TIMEOUT, False) from err
+            reason = f"timed out: no complete answer within {self._limit:g} s"
+            raise self._fail(operation, path, reason, ErrorCode.TIMEOUT, False) from err
         except (OSError, EOFError, ftplib.Error) as err:  # resets, EOF, TLS faults, garbled replies
             self._stale = True
             reason = f"connection lost or broken ({type(err).__name__}: {err})"
@@ -198,28 +337,32 @@ class FTPTransport(Transport):
                 for name, f in ftp.mlsd(directory) if f.get("type", "").lower() == "file"
             ])
             if files is NotImplemented:
-                files = self._list_fallback(ftp, directory)
+                names = self._nlst(ftp, directory)
+        if files is NotImplemented:  # one deadline per file: a long listing is many operations, not one
+            files = [f for name in names if (f := self._fallback_entry(ftp, directory, name)) is not None]
         return files
 
-    def _list_fallback(self, ftp: ftplib.FTP, directory: str) -> list[RemoteFile]:
+    @staticmethod
+    def _nlst(ftp: ftplib.FTP, directory: str) -> list[str]:
         try:
-            names = ftp.nlst(directory)
+            entries = ftp.nlst(directory)
         except (ftplib.error_perm, ftplib.error_temp) as err:
             if "no files" in str(err).lower():  # some servers' answer for an empty directory
                 return []
             raise
-        self._binary(ftp)
-        files = []
-        for entry in names:
-            name = posixpath.basename(entry.rstrip("/"))  # some servers answer with paths
-            if name in ("", ".", ".."):
-                continue
+        names = (posixpath.basename(entry.rstrip("/")) for entry in entries)  # some servers answer with paths
+        return [name for name in names if name not in ("", ".", "..")]
+
+    def _fallback_entry(self, ftp: ftplib.FTP, directory: str, name: str) -> RemoteFile | None:
+        """SIZE + MDTM for one NLST name; None for a directory (SIZE refuses them) or a file gone since."""
+        path = self.join(directory, name)
+        with self._errors("list", directory):
+            self._binary(ftp)
             try:
-                size = ftp.size(self.join(directory, name))
+                size = ftp.size(path)
             except ftplib.error_perm:
-                continue  # a directory (SIZE refuses them) or gone since NLST
-            files.append(RemoteFile(name, size or 0, self._mdtm(ftp, self.join(directory, name))))
-        return files
+                return None
+            return RemoteFile(name, size or 0, self._mdtm(ftp, path))
 
     def _binary(self, ftp: ftplib.FTP) -> None:
         if self._ascii:
@@ -248,11 +391,10 @@ class FTPTransport(Transport):
             except ftplib.error_perm as err:
                 if any(w in str(err).lower() for w in _PERMISSION_WORDS):
                     raise
-                return RemoteFile(name, 0, None) if self._mlsx is False and self._is_dir(path) else None
+                return RemoteFile(name, 0, None) if self._mlsx is False and self._is_dir(ftp, path) else None
             return RemoteFile(name, size or 0, self._mdtm(ftp, path))
 
-    def _is_dir(self, path: str) -> bool:
-        ftp = self._client()
+    def _is_dir(self, ftp: ftplib.FTP, path: str) -> bool:
         try:
             ftp.cwd(path)
         except ftplib.error_perm:
@@ -302,11 +444,11 @@ class FTPTransport(Transport):
     def makedirs(self, path: str) -> None:
         ftp = self._client()
         current = "/" if path.startswith("/") else ""
-        with self._errors("create directory", path):
-            for part in (p for p in path.split("/") if p):
-                current = posixpath.join(current, part)
+        for part in (p for p in path.split("/") if p):
+            current = posixpath.join(current, part)
+            with self._errors("create directory", path):  # one deadline per level
                 try:
                     ftp.mkd(current)
                 except ftplib.error_perm:
-                    if not self._is_dir(current):  # "exists" is worded differently by every server
+                    if not self._is_dir(ftp, current):  # "exists" is worded differently by every server
                         raise

@@ -47,16 +47,30 @@ class _TLSClient(ftplib.FTP_TLS):
 
     vsftpd (require_ssl_reuse) and FileZilla Server refuse data connections that
     do not; ftplib alone never does.  With a pin, each data channel's certificate
-    is checked too.
+    is checked too.  Every TLS socket is in place (``sock``, ``data_sock``) before
+    its handshake starts, so the transport's deadline can cut a handshake too.
     """
 
     pinned: bytes | None = None
+    data_sock: socket.socket | None = None
+
+    def auth(self) -> str:
+        """AUTH TLS; unlike ftplib's, the handshake runs on ``self.sock`` (the deadline cuts what it sees)."""
+        resp = self.voidcmd("AUTH TLS")
+        self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host, do_handshake_on_connect=False)
+        self.file = self.sock.makefile(mode="r", encoding=self.encoding)
+        self.sock.do_handshake()
+        return resp
 
     def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
         conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        self.data_sock = conn
         if self._prot_p:
             try:
-                conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+                conn = self.data_sock = self.context.wrap_socket(
+                    conn, server_hostname=self.host, session=self.sock.session, do_handshake_on_connect=False
+                )
+                conn.do_handshake()
                 if self.pinned and hashlib.sha256(conn.getpeercert(True)).digest() != self.pinned:
                     raise ssl.SSLError("data channel certificate differs from the control channel's")
             except BaseException:
@@ -79,7 +93,7 @@ class FTPSTransport(FTPTransport):
     def _secure(self, ftp: ftplib.FTP) -> None:
         assert isinstance(ftp, _TLSClient)
         pin = self.settings.host_key.strip()
-        with self.step("TLS") as rec, self._errors("TLS handshake", ""):
+        with self.step("TLS") as rec, self._errors("TLS handshake", "", timeout=self.settings.connect_timeout):
             try:
                 ftp.auth()
             except ssl.SSLCertVerificationError as err:
@@ -106,8 +120,12 @@ class FTPSTransport(FTPTransport):
             ftp.prot_p()  # type: ignore[attr-defined]
 
     def _fetch_fingerprint(self) -> str:
-        """The certificate a failed verification rejected: Python hides it, so read it over a second connection."""
+        """The certificate a failed verification rejected: Python hides it, so read it over a second connection.
+
+        Runs inside the TLS step's deadline, which cuts this probe connection meanwhile.
+        """
         probe = _TLSClient(context=_unverified_context())
+        wire, self._wire = self._wire, probe
         try:
             probe.connect(self.settings.host, self.settings.port or 21, timeout=self.settings.connect_timeout)
             probe.auth()
@@ -115,4 +133,5 @@ class FTPSTransport(FTPTransport):
         except (OSError, EOFError, ftplib.Error):
             return ""
         finally:
+            self._wire = wire
             _close_quietly(probe)

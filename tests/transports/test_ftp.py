@@ -1,4 +1,4 @@
-"""FTP/FTPS transports against real pyftpdlib servers (plain, FTPS, and one without MLSD/MLST)."""
+"""FTP/FTPS transports against real pyftpdlib servers (plain, FTPS, one without MLSD/MLST) and a dripping one."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from connectors.transports.base import (
     TransportSettings,
 )
 from tests.servers.blackhole import BlackholeServer, closed_port
+from tests.servers.dripping import DrippingFTPServer
 from tests.servers.ftpd import FTPDServer
 
 MTIME = 1_700_000_000  # a whole second: MDTM/MLSD carry seconds
@@ -230,3 +231,72 @@ def test_close_is_idempotent_and_silent(ftp_settings) -> None:
     t.open()
     t.close()
     t.close()
+
+
+# -- wall-clock deadlines against a server that drips (socket timeouts restart on every byte) ----
+MARGIN = 3.0  # generous: the deadline is the timeout itself; this only absorbs a slow CI machine
+
+
+def timed_failure(action) -> tuple[TransportError, float]:
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        action()
+    return info.value, time.monotonic() - started
+
+
+def assert_timeout(err: TransportError, elapsed: float, limit: float, password: str) -> None:
+    assert (err.code, err.permanent) == (ErrorCode.TIMEOUT, False), err.message
+    assert elapsed < limit + MARGIN, f"took {elapsed:.1f} s for a {limit} s deadline"
+    assert password not in err.message
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ftp", "ftps"])
+def test_dripping_banner_ends_at_connect_timeout(tls: bool) -> None:
+    with DrippingFTPServer("banner", tls=tls) as server:
+        settings = server.settings(connect_timeout=1.0, operation_timeout=30.0)
+        t = get_transport(settings)
+        err, elapsed = timed_failure(t.open)
+        t.close()
+    assert_timeout(err, elapsed, settings.connect_timeout, settings.password)
+    assert t.steps[-1].name == "TCP connect" and not t.steps[-1].ok
+
+
+def test_dripping_tls_handshake_ends_at_connect_timeout() -> None:
+    with DrippingFTPServer("handshake") as server:
+        settings = server.settings(connect_timeout=1.0, operation_timeout=30.0)
+        t = get_transport(settings)
+        err, elapsed = timed_failure(t.open)
+        t.close()
+    assert_timeout(err, elapsed, settings.connect_timeout, settings.password)
+    assert [s.name for s in t.steps] == ["TCP connect", "TLS"] and not t.steps[-1].ok
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ftp", "ftps"])
+def test_dripping_reply_ends_at_operation_timeout_then_reconnects(tls: bool) -> None:
+    with DrippingFTPServer("reply", tls=tls) as server:
+        settings = server.settings(operation_timeout=1.0)
+        t = get_transport(settings)
+        t.open()
+        try:
+            err, elapsed = timed_failure(lambda: t.stat("/drip.json"))
+            assert_timeout(err, elapsed, settings.operation_timeout, settings.password)
+            assert t.stat("/ok.json") == RemoteFile("ok.json", 3, MTIME)  # usable again
+            assert server.connections == 2
+        finally:
+            started = time.monotonic()
+            t.close()  # QUIT drips too: close gives up after its own 2 s
+            assert time.monotonic() - started < 2 + MARGIN
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ftp", "ftps"])
+def test_dripping_download_and_listing_end_at_operation_timeout(tls: bool) -> None:
+    with DrippingFTPServer("data", tls=tls) as server:
+        settings = server.settings(operation_timeout=1.0)
+        with get_transport(settings) as t:
+            err, elapsed = timed_failure(lambda: t.read_file("/drip.json", max_bytes=1_000_000))
+            assert_timeout(err, elapsed, settings.operation_timeout, settings.password)
+            assert t.read_file("/ok.json", max_bytes=10) == b"abc"  # reconnected
+            err, elapsed = timed_failure(lambda: t.list_dir("/drip"))
+            assert_timeout(err, elapsed, settings.operation_timeout, settings.password)
+            assert [f.name for f in t.list_dir("/ok")] == ["ok.json"]
+        assert server.connections == 3
