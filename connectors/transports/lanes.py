@@ -26,6 +26,13 @@ R = TypeVar("R")
 _STOP = object()
 
 
+class _Died:
+    """A lane was stopped by something that is not an error (KeyboardInterrupt, SystemExit): re-raised."""
+
+    def __init__(self, err: BaseException) -> None:
+        self.err = err
+
+
 def run_parallel(
     transport: Transport,
     op: Callable[[Transport, T], R],
@@ -57,6 +64,9 @@ def run_parallel(
                 result = err
             except Exception as err:  # noqa: BLE001 - a stray error must not lose the item's result
                 result = TransportError(f"{type(err).__name__}: {err}")
+            except BaseException as err:  # the caller's thread re-raises it, so nothing waits forever
+                done.put((item, _Died(err)))
+                return
             done.put((item, result))
 
     threads = [threading.Thread(target=work, args=(h,), name="transport-lane", daemon=True) for h in handles]
@@ -83,6 +93,8 @@ def run_parallel(
                 yield None
                 continue
             in_flight -= 1
+            if isinstance(finished[1], _Died):
+                raise finished[1].err
             yield finished
     finally:
         while True:  # drop what was not started, then stop every lane
