@@ -4,19 +4,34 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1:8000
 
-.PHONY: run test lint check bench clean
+.PHONY: run test lint check bench clean lock
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.run-deps: requirements.txt | $(VENV)/bin/python
-	$(PY) -m pip install -q -r requirements.txt
+# Installs come from the hashed locks only; requirements*.txt are the ranges people edit (then `make lock`).
+$(VENV)/.run-deps: requirements.lock | $(VENV)/bin/python
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
 	touch $@
 
-$(VENV)/.test-deps: requirements.txt requirements-test.txt | $(VENV)/bin/python
-	$(PY) -m pip install -q -r requirements-test.txt
+$(VENV)/.test-deps: requirements-test.lock | $(VENV)/bin/python
+	$(PY) -m pip install -q --require-hashes -r requirements-test.lock
 	touch $@ $(VENV)/.run-deps
+
+# Regenerate both locks from requirements*.txt with pip-tools in a throwaway venv. Keeps current pins
+# where the ranges allow; `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed.
+# The test lock is constrained by the runtime lock, so tests run the exact versions production installs.
+LOCK_VENV := var/lock-venv
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q "pip-tools>=7.4,<8"
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --constraint requirements.lock --output-file requirements-test.lock requirements-test.txt
+	rm -rf $(LOCK_VENV)
 
 run: $(VENV)/.run-deps
 	$(PY) -m orderflow.devenv
@@ -41,6 +56,7 @@ check: $(VENV)/.test-deps
 
 bench: $(VENV)/.test-deps
 	$(PY) bench/run.py
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
