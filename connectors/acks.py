@@ -30,6 +30,8 @@ from uuid import UUID
 
 ACK_MAX_BYTES = 1024 * 1024
 ACK_MAX_DEPTH = 32
+#: What the database holds for an ERP order number (ERPExport.erp_order_number, DraftOrder.erp_order_id).
+ERP_ORDER_NUMBER_MAX = 255
 _BOM = b"\xef\xbb\xbf"
 _PREFIXES = (("ack_", "ack"), ("error_", "error"))
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
@@ -96,7 +98,7 @@ def _json_type(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
@@ -121,7 +123,7 @@ def _load(data: bytes) -> Any:
     if _too_deep(text):
         raise MalformedAck(f"JSON nested deeper than {ACK_MAX_DEPTH} levels")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates,
+        return json.loads(text, object_pairs_hook=no_duplicate_keys,
                           parse_constant=_reject_constant)
     except RecursionError as err:  # fallback only; the pre-scan should catch it
         raise MalformedAck(f"JSON nested deeper than {ACK_MAX_DEPTH} levels") from err
@@ -156,7 +158,41 @@ def _erp_order_number(body: dict[str, Any]) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise MalformedAck("'erp_order_number' must be a non-empty string or an integer, "
                            f"got {_json_type(value) if not isinstance(value, str) else 'an empty string'}")
+    if len(value) > ERP_ORDER_NUMBER_MAX:
+        raise MalformedAck(f"'erp_order_number' is {len(value)} characters long, over the "
+                           f"{ERP_ORDER_NUMBER_MAX} orderflow stores")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise MalformedAck("'erp_order_number' contains a control character")
     return value
+
+
+def _printable(text: str, limit: int = 40) -> str:
+    """A key as it may appear in a message: escaped, short (the message itself gets stored)."""
+    escaped = text.encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + "…"
+
+
+def _check_storable(value: Any, where: str = "the file") -> None:
+    """Every string (keys included) must be storable as text: no NUL, no lone surrogate.
+
+    PostgreSQL refuses both (jsonb and text), which used to crash the poll on
+    the first such file and block every ack behind it.
+    """
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((k, f"a key in {path}") for k in item)
+            stack.extend((v, f"{path}.{_printable(k)}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise MalformedAck(f"{path} contains a NUL character (\\u0000), which cannot be stored")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise MalformedAck(f"{path} contains an unpaired surrogate (\\u{ord(item[err.start]):04x})") from err
 
 
 def _errors(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -186,6 +222,7 @@ def parse_ack(name: str, data: bytes) -> Ack:
     body = _load(data)
     if not isinstance(body, dict):
         raise MalformedAck(f"JSON is {_json_type(body)}, expected an object")
+    _check_storable(body, "the object")
     export_id = _export_id(body)
     export_filename = _optional_str(body, "export_filename")
     if export_filename == "":

@@ -29,8 +29,8 @@ class ERPConnection(models.Model):
     transport = models.CharField(max_length=10, choices=TRANSPORT_CHOICES, default="sftp")
     host = models.CharField(
         max_length=255, blank=True,
-        help_text="SFTP/FTP/FTPS: the server's name or address. Local: optional base directory; "
-        "the paths below are then taken inside it.",
+        help_text="SFTP/FTP/FTPS: the server's name or address. Local: a sub-directory of the operator's "
+        "LOCAL_DROPZONE_ROOT (optional); every path below is taken inside it.",
     )
     port = models.PositiveIntegerField(
         null=True, blank=True, validators=[MaxValueValidator(65535)], help_text="Empty: the protocol's default."
@@ -91,6 +91,11 @@ class ERPConnection(models.Model):
             ),
             models.UniqueConstraint(fields=["organization", "name"], name="connection_name_unique_per_org"),
         ]
+        permissions = [
+            ("test_connection", "Can run a connection test (writes probe files)"),
+            ("pin_host_key", "Can pin a server's host key or certificate"),
+            ("run_now", "Can poll or deliver a connection now"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_transport_display()})"
@@ -106,9 +111,9 @@ class ERPConnection(models.Model):
             value = getattr(self, field)
             if value and (".." in value.split("/") or "\x00" in value):
                 errors[field] = "The path may not contain '..' or NUL."
-            elif value and self.transport == "local" and not self.host and not value.startswith("/"):
-                # Workers may run from another directory: a relative path would land elsewhere.
-                errors[field] = "Use an absolute path, or set a base directory in 'host'."
+        if self.transport == "local" and (".." in self.host.split("/") or "\x00" in self.host):
+            errors["host"] = "The sub-directory may not contain '..' or NUL: local dropzones stay inside " \
+                             "LOCAL_DROPZONE_ROOT."
         if not self.temp_suffix.startswith(".") or "/" in self.temp_suffix:
             errors["temp_suffix"] = "The temp suffix must start with '.' and contain no '/', e.g. '.tmp'."
         if errors:
@@ -127,20 +132,27 @@ class ERPConnection(models.Model):
         return self.failed_path or posixpath.join(self.ack_path, "failed")
 
     def transport_settings(self) -> TransportSettings:
-        """The plain settings a transport is built from (secrets decrypted in memory only)."""
+        """The plain settings a transport is built from: the one place stored secrets are decrypted.
+
+        Raises :class:`~connectors.crypto.SecretDecryptionError` (naming no secret) when the
+        configured keys cannot read one of this row's secrets.
+        """
+        from .crypto import reveal
+
         return TransportSettings(
             kind=self.transport,
             host=self.host,
             port=self.effective_port,
             username=self.username,
-            password=self.password,
-            private_key=self.private_key,
-            private_key_passphrase=self.private_key_passphrase,
+            password=reveal(self.password),
+            private_key=reveal(self.private_key),
+            private_key_passphrase=reveal(self.private_key_passphrase),
             host_key=self.host_key.strip(),
             temp_suffix=self.temp_suffix,
             connect_timeout=float(self.connect_timeout_seconds),
             operation_timeout=float(self.operation_timeout_seconds),
             upload_channels=self.upload_channels,
+            local_root=str(settings.LOCAL_DROPZONE_ROOT) if self.transport == "local" else "",
         )
 
 
@@ -155,13 +167,20 @@ class ERPExportQuerySet(models.QuerySet):
 
 
 class ERPExport(models.Model):
-    """One delivery of one draft; its id is the contract's ``export_id``."""
+    """One delivery of one draft; its id is the contract's ``export_id``.
+
+    Its status is written only by ``connectors.services.lifecycle`` (the
+    transition table lives there).  A draft's *current* export is its newest
+    one: the draft's status follows it; older exports keep their own story.
+    """
 
     class Status(models.TextChoices):
         PENDING = "PENDING", "Pending"
         SENT = "SENT", "Sent"
-        ACKED = "ACKED", "Acknowledged"
-        FAILED = "FAILED", "Failed"
+        ACKED = "ACKED", "Confirmed by ERP"
+        FAILED = "FAILED", "Delivery failed"
+        REJECTED = "REJECTED", "Rejected by ERP"
+        CANCELLED = "CANCELLED", "Cancelled"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     draft = models.ForeignKey(DraftOrder, on_delete=models.PROTECT, related_name="exports")
@@ -177,7 +196,8 @@ class ERPExport(models.Model):
     payload = models.FileField(upload_to="exports/%Y/%m/", blank=True)
     payload_sha256 = models.CharField(max_length=64, blank=True)
     payload_size = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     acked_at = models.DateTimeField(null=True, blank=True)
     erp_order_number = models.CharField(max_length=255, blank=True)
@@ -192,7 +212,17 @@ class ERPExport(models.Model):
     class Meta:
         verbose_name = "ERP export"
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["draft", "-created_at"], name="export_current_by_draft"),
+        ]
+        permissions = [
+            ("push_draft", "Can push drafts to the ERP"),
+            ("retry_export", "Can retry the delivery of an export"),
+            ("cancel_export", "Can cancel an undelivered export"),
+            ("record_answer", "Can record an ERP answer given out of band"),
+            ("download_payload", "Can download export files and ERP answers"),
+        ]
 
     def __str__(self) -> str:
         return self.filename or f"export {str(self.id)[:8]}"
@@ -215,6 +245,8 @@ class ConnectorEvent(models.Model):
     )
     export = models.ForeignKey(ERPExport, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
     kind = models.CharField(max_length=40, db_index=True)
+    # Who did it (a user name) when a person did; empty for the pipeline.
+    actor = models.CharField(max_length=150, blank=True)
     level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO, db_index=True)
     message = models.TextField()
     details = models.JSONField(default=dict, blank=True)

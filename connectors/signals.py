@@ -1,33 +1,31 @@
-"""The one place where "draft became APPROVED" turns into a push.
+"""Turns status changes made outside the services into the same lifecycle verbs.
 
-post_init remembers the status a draft was loaded with, so post_save reacts
-to the change into APPROVED only, not to every save of an approved draft.
+Staff pushes go through ``lifecycle.push`` directly.  Code elsewhere that
+saves a draft as APPROVED (a shell, another app) gets the same outcome
+through ``lifecycle.approve_saved``, which decides from the database, not from
+what the instance was loaded with, so refreshed or stale instances behave.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models.signals import post_init, post_save
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from orderflow.models import DraftOrder
 
 from .models import ERPConnection
-from .services import pushing
-
-
-@receiver(post_init, sender=DraftOrder)
-def remember_status(sender: type, instance: DraftOrder, **kwargs: Any) -> None:
-    instance._loaded_status = instance.status if instance.pk and not instance._state.adding else None
+from .services import lifecycle, pushing
 
 
 @receiver(post_save, sender=DraftOrder)
-def push_on_approval(sender: type, instance: DraftOrder, created: bool, **kwargs: Any) -> None:
-    became_approved = instance.status == DraftOrder.Status.APPROVED and instance._loaded_status != instance.status
-    instance._loaded_status = instance.status
-    if became_approved:
-        pushing.create_export_for_approved_draft(draft=instance)
+def push_on_approval(sender: type, instance: DraftOrder, update_fields: Any = None, **kwargs: Any) -> None:
+    if instance.status != DraftOrder.Status.APPROVED:
+        return
+    if update_fields is not None and "status" not in update_fields:
+        return
+    lifecycle.approve_saved(draft_id=instance.pk)
 
 
 @receiver(post_save, sender=ERPConnection)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from django.conf import settings
 from django_q.tasks import async_task
 
-from .models import ERPConnection, ERPExport
-from .services import delivery, events, polling, pushing
+from .models import ERPConnection
+from .services import delivery, events, lifecycle, polling, pushing
 
 
 def deliver_connection(connection_id: int) -> str:
@@ -21,10 +21,12 @@ def deliver_connection(connection_id: int) -> str:
 
 
 def deliver_all_due() -> str:
-    """The every-minute schedule: attach waiting exports, enqueue one delivery per connection with work."""
-    if ERPExport.objects.filter(connection__isnull=True, status=ERPExport.Status.PENDING).exists():
-        for connection in ERPConnection.objects.filter(is_active=True):
-            pushing.attach_waiting_exports(connection=connection, enqueue=False)  # enqueued just below
+    """The every-minute schedule: recover half-done pushes, attach waiting exports, enqueue deliveries."""
+    for draft_id in lifecycle.approved_without_open_export():
+        lifecycle.approve_saved(draft_id=draft_id)
+    waiting = pushing.organizations_with_waiting_exports()
+    for connection in ERPConnection.objects.filter(is_active=True, organization_id__in=waiting):
+        pushing.attach_waiting_exports(connection=connection, enqueue=False)  # enqueued just below
     ready = list(delivery.due_exports().order_by().values_list("connection_id", flat=True).distinct())
     for connection_id in ready:
         pushing.enqueue_delivery(connection_id)
@@ -40,8 +42,8 @@ def poll_connection(connection_id: int) -> str:
 
 
 def poll_all_due() -> str:
-    """The every-minute schedule: one poll task per active connection whose interval has passed."""
-    due = polling.due_connections().values_list("pk", flat=True)
+    """The every-minute schedule: one poll task per connection whose interval has passed (draining ones too)."""
+    due = list(polling.due_connections().values_list("pk", flat=True))
     for connection_id in due:
         async_task("connectors.tasks.poll_connection", connection_id, task_name=f"poll connection {connection_id}")
     return f"poll enqueued for {len(due)} connection(s)"

@@ -1,31 +1,30 @@
-"""Admin for organizations and draft orders (thin: actions call services)."""
+"""Admin for organizations and draft orders (thin).  Knows nothing of connectors: the connector app
+extends this admin with the push action and the exports (connectors/admin/drafts.py)."""
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from .models import DraftOrder, DraftOrderLine, Organization
 
-# Colours staff can read at a glance; shared with the connectors admin.
-STATUS_COLOURS = {
+# Colours staff can read at a glance.
+DRAFT_COLOURS = {
     "NEW": "#6c757d",
     "APPROVED": "#0d6efd",
-    "PENDING": "#0d6efd",
     "PUSHED": "#6f42c1",
-    "SENT": "#6f42c1",
     "CONFIRMED": "#198754",
-    "ACKED": "#198754",
     "PUSH_FAILED": "#dc3545",
-    "FAILED": "#dc3545",
     "REJECTED": "#fd7e14",
 }
 
 
-def status_badge(value: str, label: str) -> str:
-    colour = STATUS_COLOURS.get(value, "#6c757d")
+def status_badge(value: str, label: str, colours: dict[str, str] = DRAFT_COLOURS) -> str:
+    colour = colours.get(value, "#6c757d")
     return format_html(
         '<span class="of-status of-status-{}" style="color:#fff;background:{};padding:2px 6px;'
         'border-radius:4px;white-space:nowrap">{}</span>',
@@ -45,6 +44,21 @@ def is_locked(draft: DraftOrder | None) -> bool:
     return draft is not None and draft.status not in DraftOrder.PUSHABLE
 
 
+class DraftOrderForm(forms.ModelForm):
+    class Meta:
+        model = DraftOrder
+        fields = "__all__"
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        pk = self.instance.pk
+        # Someone may have pushed it while this form was open: its contents are then what the ERP gets.
+        if pk and not DraftOrder.objects.filter(pk=pk, status__in=DraftOrder.PUSHABLE).exists():
+            raise forms.ValidationError("This draft was pushed to the ERP while you edited it and can no longer "
+                                        "be changed. Reload the page to see it.")
+        return cleaned
+
+
 class DraftOrderLineInline(admin.TabularInline):
     model = DraftOrderLine
     extra = 0
@@ -61,13 +75,18 @@ class DraftOrderLineInline(admin.TabularInline):
         return not is_locked(obj) and super().has_delete_permission(request, obj)
 
 
+#: Written by the connector's lifecycle only; an edit form must never write back what it was loaded with.
+LIFECYCLE_FIELDS = ("status", "erp_order_id")
+
+
 @admin.register(DraftOrder)
 class DraftOrderAdmin(admin.ModelAdmin):
+    form = DraftOrderForm
     list_display = (
         "order_number", "organization", "customer_name", "order_date", "status_display", "erp_order_id", "updated_at"
     )
     list_filter = ("status", "organization", "order_date")
-    search_fields = ("order_number", "customer_name", "customer_number", "erp_order_id", "exports__filename")
+    search_fields = ("order_number", "customer_name", "customer_number", "erp_order_id")
     date_hierarchy = "order_date"
     list_select_related = ("organization",)
     readonly_fields = ("status", "erp_order_id", "created_at", "updated_at")
@@ -80,7 +99,6 @@ class DraftOrderAdmin(admin.ModelAdmin):
         (None, {"fields": ("notes", "created_at", "updated_at")}),
     )
     inlines = [DraftOrderLineInline]
-    actions = ["push_to_erp"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: DraftOrder | None = None) -> tuple[str, ...]:
         if is_locked(obj):
@@ -88,31 +106,13 @@ class DraftOrderAdmin(admin.ModelAdmin):
                 "status", "erp_order_id", "created_at", "updated_at")
         return self.readonly_fields
 
-    def get_inlines(self, request: HttpRequest, obj: DraftOrder | None) -> list:
-        # Imported here: the connectors app depends on orders, not the reverse.
-        from connectors.admin import ExportInline
-
-        return [DraftOrderLineInline, ExportInline] if obj else [DraftOrderLineInline]
-
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict | None = None) -> HttpResponse:
-        draft = self.get_object(request, object_id)
-        can_push = bool(draft and not is_locked(draft) and self.has_change_permission(request, draft))
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can_push": can_push})
-
-    @admin.action(description="Push to ERP", permissions=["change"])
-    def push_to_erp(self, request: HttpRequest, queryset: QuerySet[DraftOrder]) -> None:
-        from connectors.services.pushing import push_drafts
-
-        counts = push_drafts(drafts=queryset)
-        self.message_user(request, f"{counts.done} draft(s) approved and queued for the ERP.", messages.SUCCESS)
-        if counts.skipped:
-            self.message_user(
-                request,
-                f"{counts.skipped} draft(s) skipped: only New, Push failed or Rejected drafts with lines "
-                "can be pushed.",
-                messages.WARNING,
-            )
+    def save_model(self, request: HttpRequest, obj: DraftOrder, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            obj.save()
+            return
+        fields = [f.name for f in DraftOrder._meta.concrete_fields
+                  if f.editable and not f.primary_key and f.name not in LIFECYCLE_FIELDS]
+        obj.save(update_fields=[*fields, "updated_at"])
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, obj: DraftOrder) -> str:

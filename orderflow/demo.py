@@ -1,15 +1,11 @@
-"""Demo data for `make run`: organization `demo`, a local dropzone, a few drafts."""
+"""Demo data for `make run`: organization `demo` and a few drafts (the connector app adds its dropzone)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
-
-from connectors.models import ERPConnection
 
 from .models import DraftOrder, DraftOrderLine, Organization
 
@@ -22,24 +18,12 @@ DEMO_DRAFTS = [
 
 
 @transaction.atomic
-def load_demo() -> list[str]:
+def load_demo_orders() -> list[str]:
     """Create the demo rows that are missing; returns what was created. Safe to rerun."""
     created: list[str] = []
     org, made = Organization.objects.get_or_create(slug="demo", defaults={"name": "Demo Industrial GmbH"})
     if made:
         created.append(f"organization {org.slug}")
-    root = Path(settings.DROPZONE_DEMO_ROOT) / "demo"
-    inbound, outbound = root / "inbound", root / "outbound"
-    for directory in (inbound, outbound, outbound / "processed", outbound / "failed"):
-        directory.mkdir(parents=True, exist_ok=True)
-    _conn, made = ERPConnection.objects.get_or_create(
-        organization=org,
-        name="Demo dropzone (local)",
-        defaults={"transport": "local", "export_path": str(inbound), "ack_path": str(outbound),
-                  "min_ack_age_seconds": 2, "poll_interval_seconds": 10, "is_active": True},
-    )
-    if made:
-        created.append(f"local connection on {root}")
     for order_number, customer_number, customer_name, lines in DEMO_DRAFTS:
         if DraftOrder.objects.filter(organization=org, order_number=order_number).exists():
             continue

@@ -13,7 +13,7 @@ from orderflow.models import DraftOrder
 
 
 def test_demo_loads_once_and_printed_password_logs_in(db, settings, tmp_path) -> None:
-    settings.DROPZONE_DEMO_ROOT = tmp_path
+    settings.LOCAL_DROPZONE_ROOT = tmp_path
     call_command("load_demo", stdout=StringIO())
     call_command("load_demo", stdout=StringIO())  # rerun: nothing duplicated
     assert DraftOrder.objects.filter(organization__slug="demo").count() == 3

@@ -104,10 +104,14 @@ def test_paths_with_dotdot_are_rejected(org) -> None:
     assert "'..'" in messages(err.value)["export_path"][0]
 
 
-def test_local_paths_must_be_absolute_without_a_base_dir(org) -> None:
-    conn = ERPConnection(organization=org, name="x", transport="local", export_path="var/inbound")
+def test_a_local_connection_stays_inside_the_operators_root(org) -> None:
+    conn = ERPConnection(organization=org, name="x", transport="local", host="../elsewhere", export_path="/inbound")
     with pytest.raises(ValidationError) as err:
         conn.full_clean()
-    assert "absolute path" in messages(err.value)["export_path"][0]
-    conn.host = "/srv/dropzone"
+    assert "LOCAL_DROPZONE_ROOT" in messages(err.value)["host"][0]
+    conn.host, conn.export_path = "acme", "../../etc"
+    with pytest.raises(ValidationError) as err:
+        conn.full_clean()
+    assert "'..'" in messages(err.value)["export_path"][0]
+    conn.export_path = "inbound"  # relative or absolute: both inside the root
     conn.full_clean()

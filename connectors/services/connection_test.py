@@ -92,8 +92,9 @@ def _dropzone_steps(conn: ERPConnection, transport: Transport, steps: list[Step]
 def test_connection(*, connection: ERPConnection) -> ConnectionTestResult:
     """Run every step, stop at the first failure, record a ConnectorEvent; never raises TransportError."""
     result = ConnectionTestResult(ok=False)
-    transport = get_transport(connection.transport_settings())
+    transport = None
     try:
+        transport = get_transport(connection.transport_settings())  # may fail: a secret no key can read
         try:
             transport.open()
         finally:
@@ -105,7 +106,8 @@ def test_connection(*, connection: ERPConnection) -> ConnectionTestResult:
     except TransportError as err:
         result.error = err.message
     finally:
-        transport.close()
+        if transport is not None:
+            transport.close()
     record_event(
         kind="connection_test",
         connection=connection,

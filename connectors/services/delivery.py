@@ -1,47 +1,52 @@
-"""Delivery: claim due exports, render and archive them, upload atomically.
+"""Delivery: claim due exports, freeze their files, upload them atomically, record each outcome.
 
 Crash safety (the argument is written out in docs/delivery.md):
-- the file name and bytes are fixed and archived *before* the first upload,
-  so every retry of an export uploads the same bytes under the same name;
-- an export is claimed with a conditional UPDATE and a lease, so two workers
-  never deliver it at once, and a dead worker's claim expires;
+- the file name and bytes are fixed and archived (committed) *before* the
+  first upload, so every retry of an export uploads the same bytes under the
+  same name;
+- an export is claimed with a conditional UPDATE and a short lease that the
+  run renews while it works, so two workers never deliver it at once and a
+  dead worker's claim expires within about a minute;
+- each export is marked SENT within moments of its rename (outcomes are
+  written in small chunks), so a crash re-sends at most the files in flight;
 - when the final file is already in the dropzone (a crash after the rename,
   before the database update), its bytes are compared with the archive: the
-  same → marked SENT without uploading again; different → FAILED, never
-  overwritten.
+  same → SENT without uploading again; different → FAILED, never overwritten.
+
+The run's own thread does all database work (freezing the next files,
+recording outcomes, renewing the lease) while the transport's lanes upload.
 """
 
 from __future__ import annotations
 
 import hashlib
-import uuid
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from connectors.transports import ErrorCode
-from orderflow.models import DraftOrder
-
 from ..mapping import MappingError
-from ..models import ConnectorEvent, ERPConnection, ERPExport
+from ..models import ERPConnection, ERPExport
 from ..payloads import PayloadError
-from ..transports import Transport, TransportError, get_transport
+from ..transports import ErrorCode, Transport, TransportError, get_transport
+from . import lifecycle
 from .documents import build_export_file
-from .events import record_event
+from .leases import Lease, lease_until, new_token
+from .lifecycle import Change, Outcome, Verb
 
-BATCH_LIMIT = 200
+BATCH_LIMIT = 200  # exports per run: one run ends well inside the task timeout
+FREEZE_CHUNK = 25  # files frozen (archived and committed) per transaction, ahead of their upload
+FLUSH_EVERY = 20  # outcomes written per transaction ...
+FLUSH_SECONDS = 0.25  # ... or after this long, so a crash re-sends at most a few files
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 3600
-
-
-def claim_lease() -> timedelta:
-    """How long a claim holds: as long as django-q2 lets a task run, then it may be rescued."""
-    return timedelta(seconds=settings.Q_CLUSTER["timeout"])
+FOUND_NOTE = " (found already in the dropzone after an interrupted run)"
 
 
 def backoff(attempts: int) -> timedelta:
@@ -55,10 +60,15 @@ class DeliveryReport:
     sent: list[str] = field(default_factory=list)
     retrying: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    lost: int = 0  # outcomes not written: the claim had been taken over by another worker
+
+    @property
+    def handled(self) -> int:
+        return len(self.sent) + len(self.retrying) + len(self.failed) + self.lost
 
     def __str__(self) -> str:
         return (f"{self.connection}: {len(self.sent)} sent, {len(self.retrying)} to retry, "
-                f"{len(self.failed)} failed")
+                f"{len(self.failed)} failed" + (f", {self.lost} taken over by another worker" if self.lost else ""))
 
 
 def _unclaimed_and_due(now: datetime) -> Q:
@@ -87,95 +97,127 @@ def claim_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) ->
     SQLite serialises writers.
     """
     now = timezone.now()
-    token = uuid.uuid4()
+    token = new_token()
     candidates = list(due_exports().filter(connection=connection).order_by("created_at")
                       .values_list("pk", flat=True)[:limit])
     if not candidates:
         return []
     ERPExport.objects.filter(_unclaimed_and_due(now), pk__in=candidates).update(
-        claim_token=token, claimed_until=now + claim_lease(), attempts=F("attempts") + 1
+        claim_token=token, claimed_until=lease_until(now), attempts=F("attempts") + 1
     )
-    return list(ERPExport.objects.filter(claim_token=token).select_related("draft__organization", "connection"))
+    return list(ERPExport.objects.filter(claim_token=token).order_by("created_at")
+                .select_related("draft__organization", "connection").prefetch_related("draft__lines"))
 
 
-def _archive(export: ERPExport, connection: ERPConnection) -> bytes:
-    """Fix name and bytes once; later attempts read the archive back."""
-    if export.payload:
-        with export.payload.open("rb") as fh:
-            return fh.read()
-    generated_at = timezone.now().replace(microsecond=0)
-    name, data = build_export_file(
-        draft=export.draft, export_id=export.id, generated_at=generated_at, mapping=connection.mapping
-    )
-    export.filename = name
-    export.payload_sha256 = hashlib.sha256(data).hexdigest()
-    export.payload_size = len(data)
-    export.payload.save(name, ContentFile(data), save=False)
-    export.save(update_fields=["filename", "payload", "payload_sha256", "payload_size"])
-    return data
-
-
-def _already_delivered(transport: Transport, export: ERPExport, directory: str, data: bytes) -> bool:
-    """After ErrorCode.EXISTS: is the file in the dropzone ours (same bytes)?"""
-    path = transport.join(directory, export.filename)
-    try:
-        existing = transport.read_file(path, max_bytes=len(data))
-    except TransportError:
-        return False
-    try:  # a stale temp file of an earlier attempt is ours to clean up
-        if transport.stat(path + transport.settings.temp_suffix) is not None:
-            transport.remove(path + transport.settings.temp_suffix)
-    except TransportError:
-        pass
-    return hashlib.sha256(existing).hexdigest() == export.payload_sha256
-
-
-def _release(export: ERPExport, **fields: object) -> bool:
-    """Write the outcome only while we still hold the claim (a rescued export is someone else's now)."""
-    fields.setdefault("claim_token", None)
-    fields.setdefault("claimed_until", None)
-    held = ERPExport.objects.filter(pk=export.pk, claim_token=export.claim_token, status=ERPExport.Status.PENDING)
-    return bool(held.update(**fields))
-
-
-def mark_sent(export: ERPExport, *, note: str = "") -> None:
+def _freeze(exports: Sequence[ERPExport], connection: ERPConnection) -> list[tuple[ERPExport, bytes | Exception]]:
+    """Fix name and bytes once (archived and committed before any upload); later attempts read them back."""
+    frozen: list[tuple[ERPExport, bytes | Exception]] = []
+    new: list[ERPExport] = []
+    for export in exports:
+        if export.payload:
+            with export.payload.open("rb") as fh:
+                frozen.append((export, fh.read()))
+            continue
+        generated_at = timezone.now().replace(microsecond=0)
+        try:
+            name, data = build_export_file(draft=export.draft, export_id=export.id, generated_at=generated_at,
+                                           mapping=connection.mapping)
+        except (PayloadError, MappingError) as err:
+            frozen.append((export, err))
+            continue
+        export.filename = name
+        export.payload_sha256 = hashlib.sha256(data).hexdigest()
+        export.payload_size = len(data)
+        export.payload.save(name, ContentFile(data), save=False)
+        new.append(export)
+        frozen.append((export, data))
     with transaction.atomic():
-        if not _release(export, status=ERPExport.Status.SENT, sent_at=timezone.now(), last_error=""):
-            return
-        DraftOrder.objects.filter(pk=export.draft_id, status=DraftOrder.Status.APPROVED).update(
-            status=DraftOrder.Status.PUSHED, erp_order_id=export.filename, updated_at=timezone.now()
-        )
-        record_event(kind="delivered", export=export, connection=export.connection,
-                     message=f"Delivered {export.filename}{note}",
-                     details={"sha256": export.payload_sha256, "size": export.payload_size})
+        ERPExport.objects.bulk_update(new, ["filename", "payload", "payload_sha256", "payload_size"])
+    return frozen
 
 
-def mark_failed_or_retry(export: ERPExport, *, error: str, permanent: bool) -> str:
-    """Permanent fault or spent budget → FAILED (draft PUSH_FAILED); otherwise back-off. Returns the outcome."""
-    max_attempts = export.connection.max_attempts if export.connection else 1
-    with transaction.atomic():
+class _Run:
+    """One delivery run over one open transport: the outcomes, buffered and written in small chunks."""
+
+    def __init__(self, connection: ERPConnection, token: object, report: DeliveryReport) -> None:
+        self.connection = connection
+        self.token = token
+        self.report = report
+        self.lease = Lease(ERPExport.objects.filter(claim_token=token, status=ERPExport.Status.PENDING),
+                           until_field="claimed_until", token=token)  # type: ignore[arg-type]
+        self.buffer: dict[Verb, list[tuple[Change, str]]] = {}
+        self.flushed_at = time.monotonic()
+        self.recorded: set[object] = set()
+
+    # -- what happened to each export ------------------------------------------
+    def sent(self, export: ERPExport, note: str = "") -> None:
+        self._add(Verb.DELIVERED, lifecycle.delivered(export, note=note), str(export))
+
+    def fault(self, export: ERPExport, error: str, *, permanent: bool) -> None:
+        max_attempts = self.connection.max_attempts
         if permanent or export.attempts >= max_attempts:
             reason = error if permanent else f"gave up after {export.attempts} attempts: {error}"
-            if not _release(export, status=ERPExport.Status.FAILED, last_error=reason, next_attempt_at=None):
-                return "lost-claim"
-            DraftOrder.objects.filter(pk=export.draft_id).update(
-                status=DraftOrder.Status.PUSH_FAILED, updated_at=timezone.now()
-            )
-            record_event(kind="delivery_failed", export=export, connection=export.connection,
-                         level=ConnectorEvent.Level.ERROR, message=f"Delivery of {export} failed: {reason}")
-            return "failed"
+            self._add(Verb.DELIVERY_FAILED, lifecycle.delivery_failed(export, reason=reason), str(export))
+            return
         wait = backoff(export.attempts)
-        if not _release(export, last_error=error, next_attempt_at=timezone.now() + wait):
-            return "lost-claim"
-        record_event(kind="delivery_retry", export=export, connection=export.connection,
-                     level=ConnectorEvent.Level.WARNING,
-                     message=f"Delivery of {export} failed (attempt {export.attempts} of {max_attempts}), "
-                             f"retrying in {int(wait.total_seconds())} s: {error}")
-        return "retrying"
+        message = (f"Delivery of {export} failed (attempt {export.attempts} of {max_attempts}), "
+                   f"retrying in {int(wait.total_seconds())} s: {error}")
+        self._add(Verb.RETRY_LATER, lifecycle.retry_later(export, error=error, next_attempt_at=timezone.now() + wait,
+                                                          message=message), str(export))
+
+    def _add(self, verb: Verb, change: Change, name: str) -> None:
+        self.recorded.add(change.export_id)
+        self.buffer.setdefault(verb, []).append((change, name))
+
+    # -- writing them ----------------------------------------------------------------
+    def flush_if_due(self) -> None:
+        waiting = sum(len(v) for v in self.buffer.values())
+        if waiting >= FLUSH_EVERY or (waiting and time.monotonic() - self.flushed_at >= FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        tallies = {Verb.DELIVERED: self.report.sent, Verb.RETRY_LATER: self.report.retrying,
+                   Verb.DELIVERY_FAILED: self.report.failed}
+        buffer, self.buffer = self.buffer, {}
+        for verb, items in buffer.items():
+            kind = "delivery_retry" if verb == Verb.RETRY_LATER else None
+            results = lifecycle.transition(verb, [c for c, _ in items], token=self.token, kind=kind)  # type: ignore[arg-type]
+            for (_change, name), result in zip(items, results, strict=True):
+                if result.outcome == Outcome.DONE:
+                    tallies[verb].append(name)
+                else:
+                    self.report.lost += 1
+        self.flushed_at = time.monotonic()
 
 
-def _tally(report: DeliveryReport, export: ERPExport, outcome: str) -> None:
-    {"failed": report.failed, "retrying": report.retrying}.get(outcome, []).append(str(export))
+def _upload(directory: str):  # type: ignore[no-untyped-def]
+    """The per-file operation a lane runs: put atomically; an existing file is ours only with our bytes."""
+
+    def ours(lane: Transport, export: ERPExport, data: bytes) -> bool:
+        return lane.holds_file(directory, export.filename, sha256=export.payload_sha256,
+                               size=export.payload_size or len(data))
+
+    def put(lane: Transport, item: tuple[ERPExport, bytes]) -> str:
+        export, data = item
+        try:
+            lane.put_atomic(directory, export.filename, data)
+            return ""
+        except TransportError as err:
+            if err.code == ErrorCode.EXISTS:
+                if ours(lane, export, data):
+                    return FOUND_NOTE
+                raise TransportError(f"a different file named {export.filename} is already in the dropzone; "
+                                     "not overwritten", permanent=True, code=ErrorCode.EXISTS) from err
+            # A fault that may have come after the server renamed (a lost reply): look before retrying.
+            try:
+                landed = not err.permanent and lane.stat(lane.join(directory, export.filename)) is not None
+                if landed and ours(lane, export, data):
+                    return " (the server renamed it although the reply was lost)"
+            except TransportError:
+                pass
+            raise
+
+    return put
 
 
 def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) -> DeliveryReport:
@@ -184,37 +226,34 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
     claimed = claim_due_exports(connection=connection, limit=limit)
     if not claimed:
         return report
-    ready: list[tuple[ERPExport, bytes]] = []
-    for export in claimed:
-        try:
-            ready.append((export, _archive(export, connection)))
-        except (PayloadError, MappingError) as err:
-            _tally(report, export, mark_failed_or_retry(export, error=f"cannot build the file: {err}",
-                                                        permanent=True))
-    if not ready:
-        return report
-    transport = get_transport(connection.transport_settings())
+    run = _Run(connection, claimed[0].claim_token, report)
+
+    def files() -> Iterator[tuple[ERPExport, bytes]]:
+        for start in range(0, len(claimed), FREEZE_CHUNK):
+            if not run.lease.keep():
+                return  # another worker holds them now
+            for export, data in _freeze(claimed[start:start + FREEZE_CHUNK], connection):
+                if isinstance(data, Exception):
+                    run.fault(export, f"cannot build the file: {data}", permanent=True)
+                else:
+                    yield export, data
+
     try:
-        transport.open()
-        results = transport.put_many(connection.export_path, [(e.filename, data) for e, data in ready])
-        for (export, data), (_name, result) in zip(ready, results, strict=True):
-            if not isinstance(result, TransportError):
-                mark_sent(export)
-                report.sent.append(str(export))
-            elif result.code == ErrorCode.EXISTS and _already_delivered(transport, export, connection.export_path,
-                                                                        data):
-                mark_sent(export, note=" (found already in the dropzone after an interrupted run)")
-                report.sent.append(str(export))
-            elif result.code == ErrorCode.EXISTS:
-                _tally(report, export, mark_failed_or_retry(
-                    export, permanent=True,
-                    error=f"a different file named {export.filename} is already in the dropzone; not overwritten"))
-            else:
-                _tally(report, export, mark_failed_or_retry(export, error=result.message,
-                                                            permanent=result.permanent))
-    except TransportError as err:  # the connection itself failed: every claimed export shares the fault
-        for export, _data in ready:  # those already recorded are no longer held: "lost-claim", not counted
-            _tally(report, export, mark_failed_or_retry(export, error=err.message, permanent=err.permanent))
-    finally:
-        transport.close()
+        with get_transport(connection.transport_settings()) as transport:
+            with closing(transport.parallel(_upload(connection.export_path), files())) as results:
+                for result in results:
+                    if result is not None:
+                        (export, _data), outcome = result
+                        if isinstance(outcome, TransportError):
+                            run.fault(export, outcome.message, permanent=outcome.permanent)
+                        else:
+                            run.sent(export, outcome)
+                    elif not run.lease.keep():
+                        break
+                    run.flush_if_due()
+    except TransportError as err:  # the connection itself failed: every export not yet recorded shares it
+        for export in claimed:
+            if export.pk not in run.recorded:
+                run.fault(export, err.message, permanent=err.permanent)
+    run.flush()  # not in `finally`: a run that is killed records nothing more (its lease expires)
     return report

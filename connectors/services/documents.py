@@ -38,7 +38,7 @@ def order_data(draft: DraftOrder) -> payloads.OrderData:
                 line_number=line.line_number, sku=line.sku, description=line.description or None,
                 quantity=line.quantity, unit=line.unit, unit_price=line.unit_price,
             )
-            for line in draft.lines.order_by("line_number")
+            for line in sorted(draft.lines.all(), key=lambda line: line.line_number)  # prefetched by delivery
         ),
     )
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from django.utils import timezone
 
@@ -15,6 +18,30 @@ logger = logging.getLogger("connectors")
 _LOG_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+@dataclass(frozen=True)
+class EventSpec:
+    """One event to store, by ids, so a batch of them is one INSERT."""
+
+    kind: str
+    message: str
+    export_id: UUID | None = None
+    connection_id: int | None = None
+    level: str = ConnectorEvent.Level.INFO
+    actor: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def record_events(specs: Sequence[EventSpec]) -> None:
+    """Store events in one INSERT and mirror them to the log (messages never carry secrets)."""
+    for spec in specs:
+        logger.log(_LOG_LEVELS.get(spec.level, logging.INFO), "%s: %s", spec.kind, spec.message)
+    ConnectorEvent.objects.bulk_create([
+        ConnectorEvent(connection_id=s.connection_id, export_id=s.export_id, kind=s.kind, level=s.level,
+                       actor=s.actor, message=s.message, details=s.details)
+        for s in specs
+    ])
+
+
 def record_event(
     *,
     kind: str,
@@ -22,6 +49,7 @@ def record_event(
     connection: ERPConnection | None = None,
     export: ERPExport | None = None,
     level: str = ConnectorEvent.Level.INFO,
+    actor: str = "",
     details: dict[str, Any] | None = None,
 ) -> ConnectorEvent:
     """Store one event and mirror it to the log (messages never carry secrets)."""
@@ -29,7 +57,8 @@ def record_event(
         connection = export.connection
     logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s: %s", kind, message)
     return ConnectorEvent.objects.create(
-        connection=connection, export=export, kind=kind, level=level, message=message, details=details or {}
+        connection=connection, export=export, kind=kind, level=level, actor=actor, message=message,
+        details=details or {},
     )
 
 

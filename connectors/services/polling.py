@@ -1,35 +1,45 @@
 """Ack polling (dropzone JSON v1 §3–§5): read ack/error files, apply them, file them away.
 
-Each run claims a connection with a conditional UPDATE and a lease, so any
-number of clusters split the connections and never poll one at once.  An ack
-is applied in a transaction *before* its file is moved; if the move fails, the
-next poll finds the export already answered and files the ack as a duplicate:
-nothing is applied twice.
+Each run claims a connection with a conditional UPDATE and a short lease it
+renews while it works, so any number of clusters split the connections and
+never poll one at once.  Acks are handled in chunks: read over the
+transport's lanes, applied in one transaction (a bad one isolated), then
+moved.  An ack is applied *before* its file is moved; if the move fails, the
+next poll finds the export already answered and files the ack as a
+duplicate: nothing is applied twice.
+
+A file is read only once our own observations show it unchanged (size and
+mtime) for ``min_ack_age_seconds`` by our clock; server clocks never matter.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
-from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from connectors.transports import ErrorCode
-from orderflow.models import DraftOrder
-
-from ..acks import ACK_MAX_BYTES, Ack, MalformedAck, classify_name, parse_ack
+from ..acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ack
 from ..models import ConnectorEvent, ERPConnection, ERPExport
-from ..transports import RemoteFile, Transport, TransportError, get_transport
-from .delivery import claim_lease
-from .events import record_event
+from ..transports import ErrorCode, RemoteFile, Transport, TransportError, get_transport
+from .answers import TO_FAILED, Handled, apply_acks
+from .events import EventSpec, record_events
+from .leases import Lease, lease_until, new_token
+from .lifecycle import AWAITING_ANSWER
 
-ANSWERED = (ERPExport.Status.ACKED, ERPExport.Status.FAILED)
-# One run reads at most this many acks, so it ends well inside the task timeout.
-MAX_ACKS_PER_POLL = 500
-RENEW_EVERY = 25  # files between two renewals of the poll claim
+MAX_ACKS_PER_POLL = 500  # one run ends well inside the task timeout; the rest is due again at once
+CHUNK = 50  # acks read, applied (one transaction) and moved together
+RECHECK_MAX_SECONDS = 15  # new files that will be old enough this soon are re-checked within the run
+SCHEDULE_JITTER_SECONDS = 5  # a connection due this soon polls on this schedule run, not the next
+# Our clock for readiness (a seam for tests: waiting a minimum age for real would make them slow).
+_clock: Callable[[], float] = time.time
+_sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass
@@ -39,8 +49,12 @@ class PollReport:
     error: str = ""
     more: bool = False  # files were left for the next run by MAX_ACKS_PER_POLL
 
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+
+    @property
+    def handled(self) -> int:
+        return sum(n for k, n in self.outcomes.items() if k != "waiting")
 
     def __str__(self) -> str:
         if self.error:
@@ -49,134 +63,195 @@ class PollReport:
         return f"{self.connection}: {counts}"
 
 
+def awaiting_answers() -> Exists:
+    return Exists(ERPExport.objects.filter(connection=OuterRef("pk"), status__in=AWAITING_ANSWER))
+
+
+def pollable() -> QuerySet[ERPConnection]:
+    """Active connections, and inactive ones still draining: exports sent through them await an answer."""
+    return ERPConnection.objects.filter(Q(is_active=True) | awaiting_answers())
+
+
 def due_connections() -> QuerySet[ERPConnection]:
     now = timezone.now()
-    return ERPConnection.objects.filter(is_active=True).filter(
-        Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now)
-    ).filter(Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now))
+    soon = now + timedelta(seconds=SCHEDULE_JITTER_SECONDS)
+    return pollable().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=soon)).filter(
+        Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now))
 
 
 def claim_connection(*, connection_id: int, force: bool = False) -> uuid.UUID | None:
-    """Claim an active connection whose poll is due (``force``: due or not); None if someone has it."""
+    """Claim a connection whose poll is due (``force``: any connection, due or not); None if someone has it."""
     now = timezone.now()
-    token = uuid.uuid4()
+    token = new_token()
+    unclaimed = Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now)
     if force:
-        rows = ERPConnection.objects.filter(pk=connection_id, is_active=True).filter(
-            Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now)
-        )
+        ids = [connection_id]
     else:
-        rows = due_connections().filter(pk=connection_id)
-    claimed = rows.update(poll_claim_token=token, poll_claimed_until=now + claim_lease())
+        ids = list(due_connections().filter(pk=connection_id).values_list("pk", flat=True))
+    # The UPDATE re-checks the claim on the row itself (no join), so two pollers never both win.
+    claimed = ERPConnection.objects.filter(unclaimed, pk__in=ids).update(
+        poll_claim_token=token, poll_claimed_until=lease_until(now))
     return token if claimed else None
 
 
-def _stable(conn: ERPConnection, item: RemoteFile, now: float) -> bool:
-    """Not growing: unchanged since the previous listing, and old enough."""
-    previous = conn.ack_listing.get(item.name)
-    if previous is not None and previous != [item.size, item.mtime]:
-        return False
-    return item.mtime is None or now - item.mtime >= conn.min_ack_age_seconds
+class _Observations:
+    """What we saw of each file: ``name -> [size, mtime, first seen so (our clock), noted]``."""
 
+    def __init__(self, stored: dict[str, Any], min_age: float) -> None:
+        self.stored = stored
+        self.min_age = min_age
+        self.current: dict[str, list] = {}
+        self.changed: list[str] = []  # seen before with other size/mtime: still being written
 
-def _match(conn: ERPConnection, ack: Ack) -> ERPExport | None:
-    exports = ERPExport.objects.select_for_update().filter(connection=conn)
-    if ack.export_id is not None:
-        return exports.filter(pk=ack.export_id).first()
-    if ack.export_filename:
-        return exports.filter(filename=ack.export_filename).first()
-    return exports.filter(filename=f"{ack.name_key}.json").first()
-
-
-@transaction.atomic
-def apply_ack(*, connection: ERPConnection, ack: Ack, file_name: str) -> tuple[str, str, ERPExport | None]:
-    """Apply one parsed ack (§4). Returns (outcome, message, export); outcome decides the target dir."""
-    export = _match(connection, ack)
-    if export is None:
-        return "unmatched", f"{file_name} matches no export of this connection", None
-    if export.status in ANSWERED:
-        return "duplicate", f"{file_name}: {export} was already answered ({export.status}); first answer kept", export
-    now = timezone.now()
-    draft_update: dict[str, object] = {"updated_at": now}
-    if ack.kind == "ack":
-        export.status, export.acked_at = ERPExport.Status.ACKED, now
-        export.ack_body, export.erp_order_number = ack.body, ack.erp_order_number or ""
-        draft_update.update(status=DraftOrder.Status.CONFIRMED, erp_order_id=export.erp_order_number)
-        outcome, message = "accepted", f"{export} accepted by the ERP as {export.erp_order_number}"
-    else:
-        export.status, export.errors, export.ack_body = ERPExport.Status.FAILED, ack.errors, ack.body
-        export.last_error = "; ".join(str(e.get("message", e)) for e in ack.errors) or (ack.message or "rejected")
-        draft_update["status"] = DraftOrder.Status.REJECTED
-        outcome, message = "rejected", f"{export} rejected by the ERP: {export.last_error}"
-    # An ack can beat our own "SENT" update (the ERP was faster): the file was delivered all the same.
-    export.sent_at = export.sent_at or now
-    export.claim_token = export.claimed_until = None
-    export.save()
-    DraftOrder.objects.filter(pk=export.draft_id).update(**draft_update)
-    return outcome, message, export
-
-
-def _handle_file(conn: ERPConnection, transport: Transport, item: RemoteFile, report: PollReport) -> bool:
-    """Read, apply, file away one ack; True when the file left the ack dir."""
-    path = transport.join(conn.ack_path, item.name)
-    export = None
-    try:
-        data = transport.read_file(path, max_bytes=ACK_MAX_BYTES)
-        ack = parse_ack(item.name, data)
-    except TransportError as err:
-        if err.code == ErrorCode.NOT_FOUND:  # gone since the listing (the ERP withdrew it, a person moved it)
-            report.count("vanished")
-            return True
-        if err.code != ErrorCode.TOO_LARGE:
-            raise
-        outcome, message = "malformed", f"{item.name}: over the {ACK_MAX_BYTES} byte limit"
-    except MalformedAck as err:
-        outcome, message = "malformed", f"{item.name}: {err.reason}"
-    else:
-        outcome, message, export = apply_ack(connection=conn, ack=ack, file_name=item.name)
-    target = conn.effective_failed_path if outcome in ("malformed", "unmatched") else conn.effective_processed_path
-    details: dict[str, object] = {"file": item.name, "outcome": outcome}
-    moved = False
-    try:
-        details["moved_to"] = transport.move_no_overwrite(path, target)
-        moved = True
-    except TransportError as err:
-        details["move_error"] = err.message
-        message += f" (could not move the file: {err.message}; the next poll files it)"
-    level = {"accepted": "info", "rejected": "warning", "duplicate": "info"}.get(outcome, "error")
-    record_event(kind=f"ack_{outcome}", connection=conn, export=export, level=level, message=message,
-                 details=details)
-    report.count(outcome)
-    return moved
-
-
-def _renew_claim(conn: ERPConnection, token: uuid.UUID) -> bool:
-    """Extend our lease; False when it expired and another poller holds the connection now."""
-    return bool(ERPConnection.objects.filter(pk=conn.pk, poll_claim_token=token).update(
-        poll_claimed_until=timezone.now() + claim_lease()))
-
-
-def _poll(conn: ERPConnection, transport: Transport, report: PollReport, token: uuid.UUID) -> dict[str, list]:
-    """Handle the ack dir once; returns what stays there (name -> [size, mtime]) for the next poll."""
-    listing = [f for f in transport.list_dir(conn.ack_path) if classify_name(f.name)]
-    now = timezone.now().timestamp()
-    remaining: dict[str, list] = {}
-    handled = 0
-    for item in sorted(listing, key=lambda f: (f.mtime or 0, f.name)):
-        if handled >= MAX_ACKS_PER_POLL:  # bounded run; the rest is stable next time and goes first
-            report.more = True
-        elif not _stable(conn, item, now):
-            report.count("still being written")
-            record_event(kind="ack_waiting", connection=conn, message=f"{item.name} is still being written; "
-                         "left for the next poll", details={"file": item.name, "size": item.size})
+    def see(self, item: RemoteFile, now: float) -> float:
+        """Record ``item``; returns when (our clock) it will have been unchanged for min_age."""
+        before = self.current.get(item.name) or self.stored.get(item.name)
+        if not (isinstance(before, list) and len(before) == 4):
+            before = None  # first sight (or a listing stored by an older version)
+        if before is not None and before[:2] == [item.size, item.mtime]:
+            self.current[item.name] = before
         else:
-            handled += 1
-            if handled % RENEW_EVERY == 0 and not _renew_claim(conn, token):
-                raise TransportError("the poll outlived its claim and another poller took over; stopped",
-                                     code="claim_lost")
-            if _handle_file(conn, transport, item, report):
+            if before is not None and not before[3]:
+                self.changed.append(item.name)
+            self.current[item.name] = [item.size, item.mtime, now, before is not None]
+        return self.current[item.name][2] + self.min_age
+
+
+def _read(directory: str) -> Callable[[Transport, RemoteFile], bytes]:
+    def read(lane: Transport, item: RemoteFile) -> bytes:
+        return lane.read_file(lane.join(directory, item.name), max_bytes=ACK_MAX_BYTES)
+
+    return read
+
+
+class _Poll:
+    """One poll run of one connection over one open transport."""
+
+    def __init__(self, conn: ERPConnection, transport: Transport, report: PollReport, lease: Lease) -> None:
+        self.conn, self.transport, self.report, self.lease = conn, transport, report, lease
+        self.seen = _Observations(conn.ack_listing, conn.min_ack_age_seconds)
+        self.gone: set[str] = set()  # handled (moved) this run
+        self.budget = MAX_ACKS_PER_POLL
+        self.waiting: set[str] = set()  # seen in the last pass, not ready yet
+
+    def run(self) -> dict[str, list]:
+        for _recheck in range(2):
+            wait = self._pass()
+            if wait is None or wait > RECHECK_MAX_SECONDS or not self.budget:
+                break
+            self._sleep(wait)
+        if self.waiting:
+            self.report.count("waiting", len(self.waiting))  # not yet unchanged long enough by our clock
+        return {n: v for n, v in self.seen.current.items() if n not in self.gone}
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = _clock() + seconds
+        while (left := deadline - _clock()) > 0:
+            _sleep(min(left, 1.0))
+            self._keep()
+
+    def _keep(self) -> None:
+        if not self.lease.keep():
+            raise TransportError("the poll outlived its claim and another poller took over; stopped",
+                                 code="claim_lost")
+
+    def _pass(self) -> float | None:
+        """List, handle what is ready; seconds until the next waiting file is ready (None: none waits)."""
+        listing = [f for f in self.transport.list_dir(self.conn.ack_path) if classify_name(f.name)]
+        now = _clock()
+        ready, soonest = [], None
+        self.waiting = set()
+        for item in sorted(listing, key=lambda f: f.name):
+            if item.name in self.gone:
                 continue
-        remaining[item.name] = [item.size, item.mtime]
-    return remaining
+            ready_at = self.seen.see(item, now)
+            if ready_at <= now:
+                ready.append(item)
+            else:
+                self.waiting.add(item.name)
+                soonest = ready_at - now if soonest is None else min(soonest, ready_at - now)
+        self._note_changes()
+        if len(ready) > self.budget:
+            ready, self.report.more = ready[:self.budget], True
+        self.budget -= len(ready)
+        for start in range(0, len(ready), CHUNK):
+            self._keep()
+            self._chunk(ready[start:start + CHUNK])
+        return soonest
+
+    def _note_changes(self) -> None:
+        """One "still being written" event per file, when we first see it change."""
+        changed, self.seen.changed = self.seen.changed, []
+        if not changed:
+            return
+        record_events([EventSpec(kind="ack_waiting", connection_id=self.conn.pk, details={"file": name},
+                                 message=f"{name} is still being written; read once it stops changing")
+                       for name in changed])
+
+    def _chunk(self, items: list[RemoteFile]) -> None:
+        parsed, handled = [], []
+        with closing(self.transport.parallel(_read(self.conn.ack_path), items)) as reads:
+            for result in reads:
+                if result is None:
+                    self._keep()
+                    continue
+                item, data = result
+                if isinstance(data, TransportError):
+                    handled.append(self._unreadable(item, data))
+                    continue
+                try:
+                    parsed.append((item.name, parse_ack(item.name, data)))
+                except MalformedAck as err:
+                    handled.append(Handled(item.name, "malformed", f"{item.name}: {err.reason}"))
+        handled += apply_acks(connection=self.conn, acks=parsed)
+        self._file_away([h for h in handled if h.outcome != "vanished"])
+        for h in handled:
+            self.report.count(h.outcome)
+            self.gone.add(h.name)
+
+    def _unreadable(self, item: RemoteFile, err: TransportError) -> Handled:
+        if err.code == ErrorCode.NOT_FOUND:  # gone since the listing (the ERP withdrew it, a person moved it)
+            return Handled(item.name, "vanished", "")
+        if err.code == ErrorCode.TOO_LARGE:
+            return Handled(item.name, "malformed", f"{item.name}: over the {ACK_MAX_BYTES} byte limit")
+        if err.permanent:  # a symlink, no permission: the file itself is the problem
+            return Handled(item.name, "malformed", f"{item.name}: {err.message}")
+        raise err  # the connection failed: the poll fails, the file stays for the next one
+
+    def _file_away(self, handled: list[Handled]) -> None:
+        """Move each file to processed/ or failed/ (after its answer committed); record what happened."""
+        conn = self.conn
+
+        def move(lane: Transport, h: Handled) -> str:
+            target = conn.effective_failed_path if h.outcome in TO_FAILED else conn.effective_processed_path
+            return lane.move_no_overwrite(lane.join(conn.ack_path, h.name), target)
+
+        events = []
+        with closing(self.transport.parallel(move, handled)) as moves:
+            for result in moves:
+                if result is None:
+                    self._keep()
+                    continue
+                h, moved = result
+                details: dict[str, Any] = {"file": h.name, "outcome": h.outcome}
+                message = h.message
+                kind = f"ack_{h.outcome}"
+                if isinstance(moved, TransportError) and moved.code == ErrorCode.NOT_FOUND:
+                    if h.recorded:
+                        continue  # another poller filed it meanwhile (an overlap after a claim expired)
+                    details["moved_by_another_poller"] = True
+                elif isinstance(moved, TransportError):
+                    kind = "ack_not_moved"
+                    details["move_error"] = moved.message
+                    message = (message or f"{h.name}: {h.outcome}") + (
+                        f" (could not move the file: {moved.message}; the next poll files it)")
+                elif h.recorded:
+                    continue  # the lifecycle recorded the answer; the move went as planned
+                else:
+                    details["moved_to"] = moved
+                events.append(EventSpec(kind=kind, message=message, export_id=h.export_id,
+                                        connection_id=conn.pk, level=h.level, details=details))
+        record_events(events)
 
 
 def poll_connection(*, connection: ERPConnection, force: bool = False) -> PollReport | None:
@@ -184,25 +259,36 @@ def poll_connection(*, connection: ERPConnection, force: bool = False) -> PollRe
     token = claim_connection(connection_id=connection.pk, force=force)
     if token is None:
         return None
+    started = timezone.now()
     connection.refresh_from_db()
     report = PollReport(connection=str(connection))
     listing = connection.ack_listing
-    transport = get_transport(connection.transport_settings())
+    lease = Lease(ERPConnection.objects.filter(pk=connection.pk, poll_claim_token=token),
+                  until_field="poll_claimed_until", token=token)
     try:
-        transport.open()
-        for path in (connection.effective_processed_path, connection.effective_failed_path):
-            transport.makedirs(path)
-        listing = _poll(connection, transport, report, token)
-    except TransportError as err:
-        report.error = err.message
-        record_event(kind="poll_failed", connection=connection, level=ConnectorEvent.Level.ERROR,
-                     message=f"Polling {connection.ack_path} failed: {err.message}")
+        with get_transport(connection.transport_settings()) as transport:
+            for path in (connection.effective_processed_path, connection.effective_failed_path):
+                transport.makedirs(path)
+            listing = _Poll(connection, transport, report, lease).run()
+    except Exception as err:
+        report.error = err.message if isinstance(err, TransportError) else f"{type(err).__name__}: {err}"
+        if not isinstance(err, TransportError):
+            raise  # recorded below as a failed poll; django-q shows the traceback
     finally:
-        transport.close()
-        now = timezone.now()
-        ERPConnection.objects.filter(pk=connection.pk, poll_claim_token=token).update(
-            last_poll_at=now, last_poll_ok=not report.error, last_poll_message=str(report), ack_listing=listing,
-            next_poll_at=now if report.more else now + timedelta(seconds=connection.poll_interval_seconds),
-            poll_claim_token=None, poll_claimed_until=None,
-        )
+        _finish(connection, token, report, listing, started)
     return report
+
+
+def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: dict, started: Any) -> None:
+    now = timezone.now()
+    next_poll = now if report.more else started + timedelta(seconds=conn.poll_interval_seconds)
+    ERPConnection.objects.filter(pk=conn.pk, poll_claim_token=token).update(
+        last_poll_at=now, last_poll_ok=not report.error, last_poll_message=str(report)[:2000], ack_listing=listing,
+        next_poll_at=next_poll, poll_claim_token=None, poll_claimed_until=None,
+    )
+    if report.error:
+        record_events([EventSpec(kind="poll_failed", connection_id=conn.pk, level=ConnectorEvent.Level.ERROR,
+                                 message=f"Polling {conn.ack_path} failed: {report.error}")])
+    elif report.handled:
+        record_events([EventSpec(kind="poll_done", connection_id=conn.pk, message=str(report),
+                                 details={"outcomes": report.outcomes})])

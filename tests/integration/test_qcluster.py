@@ -92,6 +92,6 @@ def test_qcluster_delivers_an_approved_draft_and_applies_its_ack(
     assert draft.status == DraftOrder.Status.CONFIRMED and draft.erp_order_id == "SO-4711"
     assert names(local_dropzone / "outbound") == [] and names(local_dropzone / "outbound" / "processed") == [ack.name]
     assert list(ConnectorEvent.objects.order_by("id").values_list("kind", flat=True)) == [
-        "export_created", "delivered", "ack_accepted"]
+        "export_created", "delivered", "ack_accepted", "poll_done"]
     assert get_broker().queue_size() == 0
     print(f"qcluster delivered {delivered_after:.1f} s after start")  # shown with -s / -rP

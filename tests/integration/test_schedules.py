@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule, Task
@@ -57,7 +58,8 @@ def sent_export_with_ack(draft: DraftOrder, connection: ERPConnection) -> tuple[
     export.filename = f"20261126T120501Z_{draft.organization.slug}_{draft.order_number}_{str(export.id)[:8]}.json"
     export.save()
     DraftOrder.objects.filter(pk=draft.pk).update(status=DraftOrder.Status.PUSHED, erp_order_id=export.filename)
-    ack = Path(connection.ack_path) / f"ack_{export.filename.removesuffix('.json')}.json"
+    ack_dir = Path(django_settings.LOCAL_DROPZONE_ROOT) / connection.ack_path.lstrip("/")  # the test's jail
+    ack = ack_dir / f"ack_{export.filename.removesuffix('.json')}.json"
     ack.write_text(json.dumps({"export_id": str(export.id), "status": "accepted",
                                "erp_order_number": f"SO-{draft.order_number}"}))
     old = time.time() - 3600
@@ -122,7 +124,7 @@ def test_poll_all_due_polls_only_due_connections(
 ) -> None:
     other_org = Organization.objects.create(slug="globex", name="Globex")
     (tmp_path / "globex").mkdir()
-    polled_recently = make_connection(organization=other_org, ack_path=str(tmp_path / "globex"),
+    polled_recently = make_connection(organization=other_org, ack_path="/globex",
                                       min_ack_age_seconds=0)
     ERPConnection.objects.filter(pk=polled_recently.pk).update(next_poll_at=timezone.now() + timedelta(seconds=40))
     due_export, due_ack = sent_export_with_ack(make_draft(order_number="PO-1"), local_connection)

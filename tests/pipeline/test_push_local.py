@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from connectors import payloads
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery
+from connectors.services import delivery, lifecycle
 from connectors.services.pushing import push_drafts
 from orderflow.models import DraftOrder
 
@@ -72,7 +72,7 @@ def test_saving_an_approved_draft_again_does_not_push_again(make_draft, local_co
 
 def test_mapping_is_applied(make_draft, make_connection, local_dropzone, django_capture_on_commit_callbacks) -> None:
     make_connection(
-        transport="local", export_path=str(local_dropzone / "inbound"),
+        transport="local", export_path="/dropzone/inbound",
         mapping={"rename": {"order.lines[].sku": "article_no"}, "drop": ["order.notes"],
                  "add": {"sender": "orderflow", "order.lines[].warehouse": "W1"}},
     )
@@ -119,7 +119,7 @@ def test_transient_fault_then_recovery(make_draft, local_connection, local_dropz
 
 def test_permanent_fault_fails_and_shows_the_reason(make_draft, make_connection, tmp_path, admin_client,
                                                     django_capture_on_commit_callbacks) -> None:
-    make_connection(transport="local", export_path=str(tmp_path / "does-not-exist"))
+    make_connection(transport="local", export_path="/does-not-exist")
     approve(make_draft(), django_capture_on_commit_callbacks)
     export = ERPExport.objects.get()
     assert export.status == "FAILED" and export.attempts == 1
@@ -155,7 +155,7 @@ def test_retry_budget_is_bounded(make_draft, local_connection, django_capture_on
 def test_no_active_connection_waits_then_delivers_on_activation(
     make_draft, make_connection, local_dropzone, django_capture_on_commit_callbacks
 ) -> None:
-    conn = make_connection(transport="local", export_path=str(local_dropzone / "inbound"), is_active=False)
+    conn = make_connection(transport="local", export_path="/dropzone/inbound", is_active=False)
     approve(make_draft(), django_capture_on_commit_callbacks)
     export = ERPExport.objects.get()
     assert export.connection is None and export.status == "PENDING"
@@ -173,10 +173,14 @@ def test_crash_between_rename_and_database_update(make_draft, local_connection, 
     class Killed(BaseException):
         """Stands in for kill -9: nothing after the rename runs."""
 
-    def die(export, **kwargs):
-        raise Killed
+    real_transition = lifecycle.transition
 
-    monkeypatch.setattr(delivery, "mark_sent", die)
+    def die_before_recording_delivery(verb, changes, **kwargs):
+        if verb == lifecycle.Verb.DELIVERED:
+            raise Killed
+        return real_transition(verb, changes, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "transition", die_before_recording_delivery)
     with pytest.raises(Killed):
         approve(make_draft(), django_capture_on_commit_callbacks)
     export = ERPExport.objects.get()
@@ -220,15 +224,13 @@ def test_a_foreign_file_with_our_name_is_never_overwritten(make_draft, local_con
                                                           django_capture_on_commit_callbacks, monkeypatch) -> None:
     from connectors.transports.local import LocalTransport
 
-    real_put_many = LocalTransport.put_many
+    real_put_atomic = LocalTransport.put_atomic
 
-    def someone_else_first(self, directory, items):
-        items = list(items)
-        for name, _data in items:
-            Path(directory, name).write_bytes(b"not ours\n")
-        return real_put_many(self, directory, items)
+    def someone_else_first(self, directory, name, data):
+        (local_dropzone / "inbound" / name).write_bytes(b"not ours\n")  # another writer used our name
+        return real_put_atomic(self, directory, name, data)
 
-    monkeypatch.setattr(LocalTransport, "put_many", someone_else_first)
+    monkeypatch.setattr(LocalTransport, "put_atomic", someone_else_first)
     approve(make_draft(), django_capture_on_commit_callbacks)
     export = ERPExport.objects.get()
     assert export.status == "FAILED" and "not overwritten" in export.last_error
@@ -236,7 +238,7 @@ def test_a_foreign_file_with_our_name_is_never_overwritten(make_draft, local_con
 
 
 def test_two_workers_never_claim_the_same_export(make_draft, make_connection, local_dropzone) -> None:
-    conn = make_connection(transport="local", export_path=str(local_dropzone / "inbound"))
+    conn = make_connection(transport="local", export_path="/dropzone/inbound")
     for n in range(5):
         draft = make_draft(order_number=f"PO-{n}")
         ERPExport.objects.create(draft=draft, connection=conn)
@@ -247,7 +249,7 @@ def test_two_workers_never_claim_the_same_export(make_draft, make_connection, lo
 
 def test_push_action_and_retry_action_report_counts(admin_client, make_draft, make_connection, tmp_path,
                                                     local_dropzone, django_capture_on_commit_callbacks) -> None:
-    conn = make_connection(transport="local", export_path=str(tmp_path / "missing"))
+    conn = make_connection(transport="local", export_path="/missing")
     new, pushed = make_draft(order_number="PO-1"), make_draft(order_number="PO-2", status="PUSHED")
     url = reverse("admin:orderflow_draftorder_changelist")
     with django_capture_on_commit_callbacks(execute=True):
@@ -258,7 +260,7 @@ def test_push_action_and_retry_action_report_counts(admin_client, make_draft, ma
     export = ERPExport.objects.get()
     assert export.status == "FAILED"  # the export dir is missing
 
-    ERPConnection.objects.filter(pk=conn.pk).update(export_path=str(local_dropzone / "inbound"))
+    ERPConnection.objects.filter(pk=conn.pk).update(export_path="/dropzone/inbound")
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(reverse("admin:connectors_erpexport_changelist"),
                                      {"action": "retry_delivery", "_selected_action": [export.pk]}, follow=True)
@@ -282,7 +284,7 @@ def test_repush_after_rejection_makes_a_new_export(make_draft, local_connection,
 def test_deliver_exports_command(make_draft, local_connection, local_dropzone, capsys) -> None:
     draft = make_draft()
     ERPExport.objects.create(draft=draft, connection=local_connection)
-    call_command("deliver_exports", "--connection", str(local_connection.pk))
+    call_command("deliver_exports", "--connection", str(local_connection.pk), "--verbose")
     out = capsys.readouterr().out
     assert "1 sent" in out and "sent: " in out
     assert len(files(local_dropzone / "inbound")) == 1

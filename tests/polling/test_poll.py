@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -71,7 +72,7 @@ def test_error_file_rejects_the_draft(dropzone: Dropzone, sent_export: ERPExport
     dropzone.put_ack(f"error_{stem(sent_export)}.json", error_body(sent_export))
     assert poll(dropzone).outcomes == {"rejected": 1}
     sent_export.refresh_from_db()
-    assert sent_export.status == "FAILED" and sent_export.errors[0]["code"] == "UNKNOWN_SKU"
+    assert sent_export.status == "REJECTED" and sent_export.errors[0]["code"] == "UNKNOWN_SKU"
     draft = DraftOrder.objects.get()
     assert draft.status == "REJECTED" and draft.erp_order_id == sent_export.filename  # unchanged
     assert names(dropzone.processed) == [f"error_{stem(sent_export)}.json"]
@@ -154,18 +155,67 @@ def test_ack_arriving_while_export_is_pending(dropzone: Dropzone, make_draft) ->
     assert DraftOrder.objects.get().status == "CONFIRMED"
 
 
-def test_growing_file_is_not_read_early(dropzone: Dropzone, sent_export: ERPExport) -> None:
+class FakeClock:
+    """Our clock (polling._clock/_sleep): minimum ages pass without the test sleeping them."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(polling, "_clock", fake)
+    monkeypatch.setattr(polling, "_sleep", fake.sleep)
+    return fake
+
+
+def test_a_half_written_ack_with_an_old_mtime_is_not_read_on_first_sight(dropzone: Dropzone, sent_export: ERPExport,
+                                                                          clock: FakeClock) -> None:
+    """The server's clock is behind (or FTP reports local time): an old mtime proves nothing."""
     ERPConnection.objects.filter(pk=dropzone.connection.pk).update(min_ack_age_seconds=30)
     name = f"ack_{stem(sent_export)}.json"
     full = ack_body(sent_export)
-    dropzone.put_ack(name, full[:20], age=0)  # being written right now
-    assert poll(dropzone).outcomes == {"still being written": 1}
-    dropzone.put_ack(name, full[:40], age=120)  # grew since the last listing, though old by mtime
-    assert poll(dropzone).outcomes == {"still being written": 1}
-    dropzone.put_ack(name, full, age=120)
-    assert poll(dropzone).outcomes == {"still being written": 1}  # changed again
-    assert poll(dropzone).outcomes == {"accepted": 1}  # unchanged and old enough now
+    dropzone.put_ack(name, full[:20], age=3600)  # half written, stamped an hour ago
+    assert poll(dropzone).outcomes == {"waiting": 1}
+    clock.now += 10
+    dropzone.put_ack(name, full[:40], age=3600)  # grew: still being written
+    assert poll(dropzone).outcomes == {"waiting": 1}
+    dropzone.put_ack(name, full, age=3600)  # grew again
+    assert poll(dropzone).outcomes == {"waiting": 1}
+    clock.now += 10
+    assert poll(dropzone).outcomes == {"waiting": 1}  # unchanged for 10 s by our clock: 20 s to go
+    clock.now += 10
+    assert poll(dropzone).outcomes == {"accepted": 1}  # 10 s to go: re-checked within this poll
     assert ConnectorEvent.objects.filter(kind="ack_malformed").count() == 0
+    # One "still being written" event for the file, not one per poll.
+    assert ConnectorEvent.objects.filter(kind="ack_waiting").count() == 1
+
+
+def test_a_future_dated_ack_is_read_once_old_enough_by_our_clock(dropzone: Dropzone, sent_export: ERPExport,
+                                                                  clock: FakeClock) -> None:
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(min_ack_age_seconds=5)
+    dropzone.put_ack(f"ack_{stem(sent_export)}.json", ack_body(sent_export), age=-86400)  # a day ahead
+    started = clock.now
+    # Within the same poll: seen, re-checked after the minimum age, applied (not left for the next poll).
+    assert poll(dropzone).outcomes == {"accepted": 1}
+    assert 5 <= clock.now - started <= 7
+    assert ConnectorEvent.objects.filter(kind="ack_waiting").count() == 0
+
+
+def test_a_connection_due_within_the_schedule_jitter_polls_now(dropzone: Dropzone, sent_export: ERPExport) -> None:
+    """A 60 s interval on the 60 s schedule: the next run comes a moment early, and must still poll."""
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(
+        poll_interval_seconds=60, next_poll_at=timezone.now() + timedelta(seconds=2))
+    assert list(polling.due_connections()) == [dropzone.connection]
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(next_poll_at=timezone.now() + timedelta(seconds=30))
+    assert list(polling.due_connections()) == []
 
 
 def test_other_files_are_left_alone(dropzone: Dropzone, sent_export: ERPExport) -> None:
@@ -192,6 +242,7 @@ def test_failed_move_after_commit_is_filed_as_duplicate_next_time(dropzone: Drop
     assert poll(dropzone).outcomes == {"duplicate": 1}
     assert names(dropzone.processed) == [name] and names(dropzone.outbound) == []
     assert ConnectorEvent.objects.filter(kind="ack_accepted").count() == 1
+    assert "could not move the file" in ConnectorEvent.objects.get(kind="ack_not_moved").message
 
 
 def test_poll_acks_command_and_overdue_flag(dropzone: Dropzone, sent_export: ERPExport, admin_client,

@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand
 
-from orderflow.demo import load_demo
+from connectors.demo import load_demo
 
 
 class Command(BaseCommand):
-    help = "Create the demo organization, its local dropzone connection and a few drafts (idempotent)."
+    help = "Create the demo organization, a few drafts and its local dropzone connection (idempotent)."
 
     def handle(self, *args: object, **options: object) -> None:
         created = load_demo()

@@ -1,0 +1,39 @@
+"""Pieces every connector admin page shares."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from orderflow.admin import status_badge
+
+# Colours staff can read at a glance (drafts use the same ones for the same meaning).
+EXPORT_COLOURS = {
+    "PENDING": "#0d6efd",
+    "SENT": "#6f42c1",
+    "ACKED": "#198754",
+    "FAILED": "#dc3545",
+    "REJECTED": "#fd7e14",
+    "CANCELLED": "#6c757d",
+}
+
+
+def export_badge(status: str, label: str) -> str:
+    return status_badge(status, label, EXPORT_COLOURS)
+
+
+def actor(request: HttpRequest) -> str:
+    """Who did it, as the event timeline records it."""
+    return request.user.get_username()
+
+
+class ReadOnlyAdminMixin:
+    """Rows written by the pipeline: staff look, the pipeline writes."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

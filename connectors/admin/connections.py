@@ -1,0 +1,102 @@
+"""ERP connections: the change form (write-only secrets), test and pin pages, and where each one stands."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from .. import admin_views
+from ..forms import ERPConnectionForm
+from ..models import ERPConnection, ERPExport
+from ..services.connection_test import test_connection
+from ..services.documents import preview_export
+from ..services.lifecycle import AWAITING_ANSWER
+
+
+@admin.register(ERPConnection)
+class ERPConnectionAdmin(admin.ModelAdmin):
+    form = ERPConnectionForm
+    list_display = ("name", "organization", "transport", "endpoint", "state", "last_poll_at", "last_poll_ok",
+                    "last_poll_message")
+    list_filter = ("is_active", "transport", "organization")
+    search_fields = ("name", "host", "organization__name", "organization__slug")
+    list_select_related = ("organization",)
+    readonly_fields = ("mapping_preview", "last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at",
+                       "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("organization", "name", "is_active", "transport")}),
+        ("Server", {"fields": ("host", "port", "username", "host_key", "connect_timeout_seconds",
+                               "operation_timeout_seconds")}),
+        ("Credentials (write-only)", {"fields": ("password", "clear_password", "private_key", "clear_private_key",
+                                                 "private_key_passphrase", "clear_private_key_passphrase")}),
+        ("Directories", {"fields": ("export_path", "ack_path", "processed_path", "failed_path", "temp_suffix")}),
+        ("Delivery and polling", {"fields": ("max_attempts", "upload_channels", "poll_interval_seconds",
+                                             "min_ack_age_seconds", "mapping", "mapping_preview")}),
+        ("Last poll", {"fields": ("last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at",
+                                  "created_at", "updated_at")}),
+    )
+
+    actions = ["run_connection_test"]
+
+    def get_urls(self) -> list:
+        def wrap(view):  # type: ignore[no-untyped-def]
+            return self.admin_site.admin_view(partial(view, self))
+
+        return [
+            path("<path:object_id>/test/", wrap(admin_views.test_connection_view),
+                 name="connectors_erpconnection_test"),
+            path("<path:object_id>/pin-host-key/", wrap(admin_views.pin_host_key_view),
+                 name="connectors_erpconnection_pin_host_key"),
+            *super().get_urls(),
+        ]
+
+    def _report_test(self, request: HttpRequest, conn: ERPConnection) -> None:
+        result = test_connection(connection=conn)
+        url = reverse("admin:connectors_erpconnection_test", args=[conn.pk])
+        if result.ok:
+            self.message_user(request, f"{conn}: {result.summary}", messages.SUCCESS)
+        else:
+            self.message_user(request, format_html('{}: {} <a href="{}">See the steps</a>', conn, result.summary,
+                                                   url), messages.ERROR)
+
+    @admin.action(description="Test connection", permissions=["view"])
+    def run_connection_test(self, request: HttpRequest, queryset: QuerySet[ERPConnection]) -> None:
+        for conn in queryset:
+            self._report_test(request, conn)
+
+    def response_add(self, request: HttpRequest, obj: ERPConnection, post_url_continue: str | None = None):
+        self._report_test(request, obj)  # an admin wants to know at once whether the settings work
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: ERPConnection) -> HttpResponse:
+        self._report_test(request, obj)
+        return super().response_change(request, obj)
+
+    @admin.display(description="Preview of the file")
+    def mapping_preview(self, obj: ERPConnection) -> str:
+        if not obj.pk:
+            return "Save the connection to see a preview."
+        preview = preview_export(connection=obj)
+        return format_html('<pre class="of-preview" style="max-height:30em;overflow:auto">{}</pre>', preview)
+
+    @admin.display(description="State", ordering="is_active")
+    def state(self, obj: ERPConnection) -> str:
+        """Active; draining (inactive, still polled while answers are awaited); or inactive."""
+        if obj.is_active:
+            return format_html('<span class="of-state of-state-active">active</span>')
+        awaiting = ERPExport.objects.filter(connection=obj, status__in=AWAITING_ANSWER).count()
+        if awaiting:
+            return format_html('<span class="of-state of-state-draining" title="inactive, still polled">'
+                               'draining ({} awaiting an answer)</span>', awaiting)
+        return format_html('<span class="of-state of-state-inactive">inactive</span>')
+
+    @admin.display(description="Endpoint")
+    def endpoint(self, obj: ERPConnection) -> str:
+        if obj.transport == "local":
+            return obj.export_path
+        return f"{obj.username}@{obj.host}:{obj.effective_port}"

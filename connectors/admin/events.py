@@ -1,0 +1,21 @@
+"""The event timeline, read-only."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from ..models import ConnectorEvent
+from .common import ReadOnlyAdminMixin
+
+
+@admin.register(ConnectorEvent)
+class ConnectorEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "level", "kind", "actor", "connection", "export", "message")
+    list_filter = ("level", "kind", "connection", "connection__organization")
+    search_fields = ("message", "export__filename", "actor")
+    list_select_related = ("connection", "export")
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ConnectorEvent | None = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
