@@ -87,13 +87,10 @@ class ERPConnectionAdmin(admin.ModelAdmin):
     @admin.display(description="State", ordering="is_active")
     def state(self, obj: ERPConnection) -> str:
         """Active; draining (inactive, still polled while answers are awaited); or inactive."""
-        if obj.is_active:
-            return format_html('<span class="of-state of-state-active">active</span>')
-        awaiting = ERPExport.objects.filter(connection=obj, status__in=AWAITING_ANSWER).count()
-        if awaiting:
-            return format_html('<span class="of-state of-state-draining" title="inactive, still polled">'
-                               'draining ({} awaiting an answer)</span>', awaiting)
-        return format_html('<span class="of-state of-state-inactive">inactive</span>')
+        awaiting = 0 if obj.is_active else ERPExport.objects.filter(connection=obj, status__in=AWAITING_ANSWER).count()
+        state = "active" if obj.is_active else "draining" if awaiting else "inactive"
+        label = f"draining ({awaiting} awaiting an answer)" if awaiting else state
+        return format_html('<span class="of-state of-state-{}">{}</span>', state, label)
 
     @admin.display(description="Endpoint")
     def endpoint(self, obj: ERPConnection) -> str:
