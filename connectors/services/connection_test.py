@@ -92,22 +92,16 @@ def _dropzone_steps(conn: ERPConnection, transport: Transport, steps: list[Step]
 def test_connection(*, connection: ERPConnection) -> ConnectionTestResult:
     """Run every step, stop at the first failure, record a ConnectorEvent; never raises TransportError."""
     result = ConnectionTestResult(ok=False)
-    transport = None
     try:
         transport = get_transport(connection.transport_settings())  # may fail: a secret no key can read
-        try:
-            transport.open()
-        finally:
-            result.steps.extend(transport.steps)
-        _dropzone_steps(connection, transport, result.steps)
+        result.steps = transport.steps  # the transport records its own steps while it opens
+        with transport:
+            _dropzone_steps(connection, transport, result.steps)
         result.ok = True
     except HostKeyError as err:
         result.error, result.host_key_error = err.message, err
     except TransportError as err:
         result.error = err.message
-    finally:
-        if transport is not None:
-            transport.close()
     record_event(
         kind="connection_test",
         connection=connection,
