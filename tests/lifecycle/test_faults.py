@@ -334,3 +334,18 @@ def test_a_poll_that_crashes_is_shown_as_failed(local_connection, local_dropzone
     assert ConnectorEvent.objects.filter(kind="poll_failed", level="error").exists()
     assert conn.poll_claim_token is None  # released: the next poll is not held up
 
+
+
+def test_poll_acks_drains_more_than_one_run(local_connection, local_dropzone, make_draft, capsys,
+                                            monkeypatch) -> None:
+    monkeypatch.setattr(polling, "MAX_ACKS_PER_POLL", 40)  # a run's bound, made small
+    for n in range(100):
+        draft = make_draft(order_number=f"PO-{n}", status=DraftOrder.Status.PUSHED)
+        export = ERPExport.objects.create(draft=draft, connection=local_connection, status="SENT",
+                                          sent_at=timezone.now(), filename=f"f_{n}.json")
+        ack_file(local_dropzone, export, number=f"SO-{n}")
+    call_command("poll_acks", "--connection", str(local_connection.pk))
+    out = capsys.readouterr().out
+    assert "run 1: 40 file(s); more waiting" in out and "run 2: 40 file(s); more waiting" in out
+    assert "100 accepted" in out
+    assert DraftOrder.objects.filter(status="CONFIRMED").count() == 100
