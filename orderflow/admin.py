@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from .models import DraftOrder, DraftOrderLine, Organization
+from .scoping import OrganizationScopedAdmin, ScopedInlineMixin
 
 # Colours staff can read at a glance.
 DRAFT_COLOURS = {
@@ -33,10 +34,18 @@ def status_badge(value: str, label: str, colours: dict[str, str] = DRAFT_COLOURS
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(OrganizationScopedAdmin):
     list_display = ("name", "slug")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
+    filter_horizontal = ("members",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
+        # Who belongs to an organization is the superusers' decision: members cannot widen their own reach.
+        return () if request.user.is_superuser else ("members",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
 
 
 def is_locked(draft: DraftOrder | None) -> bool:
@@ -59,7 +68,7 @@ class DraftOrderForm(forms.ModelForm):
         return cleaned
 
 
-class DraftOrderLineInline(admin.TabularInline):
+class DraftOrderLineInline(ScopedInlineMixin, admin.TabularInline):
     model = DraftOrderLine
     extra = 0
     min_num = 1
@@ -80,12 +89,12 @@ LIFECYCLE_FIELDS = ("status", "erp_order_id")
 
 
 @admin.register(DraftOrder)
-class DraftOrderAdmin(admin.ModelAdmin):
+class DraftOrderAdmin(OrganizationScopedAdmin):
     form = DraftOrderForm
     list_display = (
         "order_number", "organization", "customer_name", "order_date", "status_display", "erp_order_id", "updated_at"
     )
-    list_filter = ("status", "organization", "order_date")
+    list_filter = ("status", ("organization", admin.RelatedOnlyFieldListFilter), "order_date")
     search_fields = ("order_number", "customer_name", "customer_number", "erp_order_id")
     date_hierarchy = "order_date"
     list_select_related = ("organization",)

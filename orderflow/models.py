@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
@@ -23,6 +24,11 @@ non_negative_price = MinValueValidator(Decimal("0"), "Unit price cannot be negat
 class Organization(models.Model):
     slug = models.SlugField(unique=True, help_text="Short name used in export file names, e.g. 'acme'.")
     name = models.CharField(max_length=200)
+    # Staff see and act on an organization's rows only as its members (superusers see all).
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="organizations",
+        help_text="Staff users who work on this organization's orders and ERP connections.",
+    )
 
     class Meta:
         ordering = ["name"]

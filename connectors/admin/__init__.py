@@ -1,3 +1,3 @@
 """The connector admin: connections, exports, events, and the order admin's push action and exports."""
 
-from . import connections, drafts, events, exports  # noqa: F401  (registers the model admins)
+from . import connections, drafts, events, exports, queue  # noqa: F401  (registers the model admins)

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
+from orderflow import scoping
 from orderflow.admin import status_badge
+
+from ..models import ConnectorEvent, ERPConnection, ERPExport
+
+# How each connector row reaches its organization, for the admin's organization scoping.
+scoping.register(ERPConnection, "organization")
+scoping.register(ERPExport, "draft__organization")
+
+
+def _event_scope(orgs: QuerySet) -> Q:
+    # An event names its connection, its export, or both.
+    return Q(connection__organization__in=orgs) | Q(export__draft__organization__in=orgs)
+
+
+scoping.register(ConnectorEvent, _event_scope)
 
 # Colours staff can read at a glance (drafts use the same ones for the same meaning).
 EXPORT_COLOURS = {

@@ -10,13 +10,14 @@ from django.utils.html import format_html
 
 from orderflow.admin import DraftOrderAdmin, is_locked
 from orderflow.models import DraftOrder
+from orderflow.scoping import ScopedInlineMixin
 
 from ..models import ERPExport
 from ..services import pushing
 from .common import ReadOnlyAdminMixin, actor, export_badge
 
 
-class ExportInline(ReadOnlyAdminMixin, admin.TabularInline):
+class ExportInline(ScopedInlineMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = ERPExport
     extra = 0
     fields = ("export_link", "status_display", "filename", "attempts", "sent_at", "acked_at", "last_error")

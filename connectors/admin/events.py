@@ -5,14 +5,17 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
+from orderflow.scoping import OrganizationScopedAdmin
+
 from ..models import ConnectorEvent
 from .common import ReadOnlyAdminMixin
 
 
 @admin.register(ConnectorEvent)
-class ConnectorEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ConnectorEventAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_display = ("created_at", "level", "kind", "actor", "connection", "export", "message")
-    list_filter = ("level", "kind", "connection", "connection__organization")
+    list_filter = ("level", "kind", ("connection", admin.RelatedOnlyFieldListFilter),
+                   ("connection__organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("message", "export__filename", "actor")
     list_select_related = ("connection", "export")
     date_hierarchy = "created_at"

@@ -11,6 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
+from orderflow.scoping import OrganizationScopedAdmin
+
 from ..models import ERPExport
 from ..services import overrides
 from ..services.lifecycle import refusal
@@ -117,10 +119,11 @@ class ExportOverrideActions:
 
 
 @admin.register(ERPExport)
-class ERPExportAdmin(ExportOverrideActions, ReadOnlyAdminMixin, admin.ModelAdmin):
+class ERPExportAdmin(ExportOverrideActions, ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_display = ("short_id", "draft", "connection", "status_display", "filename", "attempts", "next_attempt_at",
                     "sent_at", "acked_at", "erp_order_number")
-    list_filter = ("status", AckOverdueFilter, "connection", "connection__organization")
+    list_filter = ("status", AckOverdueFilter, ("connection", admin.RelatedOnlyFieldListFilter),
+                   ("draft__organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("filename", "draft__order_number", "erp_order_number")
     list_select_related = ("draft__organization", "connection")
     date_hierarchy = "created_at"
@@ -130,7 +133,7 @@ class ERPExportAdmin(ExportOverrideActions, ReadOnlyAdminMixin, admin.ModelAdmin
         return [f.name for f in self.model._meta.fields]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        overdue = ERPExport.objects.ack_overdue().count()
+        overdue = self.get_queryset(request).ack_overdue().count()
         if overdue:
             extra_context = {**(extra_context or {}),
                              "subtitle": f"{overdue} sent export(s) have no ack after "

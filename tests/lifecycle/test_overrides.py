@@ -122,6 +122,7 @@ def test_each_override_needs_its_own_permission(client: Client, sent: ERPExport,
                                                 action: str, permission: str) -> None:
     user = User.objects.create_user("clerk", password="pw-Clerk-1", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_erpexport"))
+    pending.draft.organization.members.add(user)
     client.force_login(user)
     html = client.get(reverse(CHANGELIST)).content.decode()
     assert f'value="{action}"' not in html  # not offered
