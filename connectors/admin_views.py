@@ -1,51 +1,76 @@
-"""Admin pages of an ERP connection beyond the change form: test it, pin its host key."""
+"""Admin pages of an ERP connection beyond the change form: test it, pin its host key.
+
+Both have side effects on a customer's server (probe files) or on trust, so
+both run only on a POST with CSRF and their own permission; a GET shows the
+page and the last result.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from .models import ERPConnection
-from .services.connection_test import pin_host_key, test_connection
+from .services.connection_test import PinError, pin_host_key, presented_key, test_connection
 
 
 def _connection(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> ERPConnection:
-    conn = get_object_or_404(ERPConnection, pk=object_id)
+    """The connection, if the user may see it at all (their organizations only; a 404 otherwise)."""
+    conn = model_admin.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+    if conn is None:
+        raise Http404("No such ERP connection.")
     if not model_admin.has_view_permission(request, conn):
         raise PermissionDenied
     return conn
 
 
 def test_connection_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
-    """Runs the test and shows every step; offers to pin the presented host key."""
+    """GET: the last test's steps and a button; POST (test permission): run the test and show every step."""
     conn = _connection(model_admin, request, object_id)
-    result = test_connection(connection=conn)
+    can_test = request.user.has_perm("connectors.test_connection")
+    if request.method == "POST":
+        if not can_test:
+            raise PermissionDenied
+        result = test_connection(connection=conn, actor=request.user.get_username())
+        event = result.event
+    elif request.method == "GET":
+        event = conn.events.filter(kind="connection_test").order_by("-created_at", "-id").first()
+    else:
+        return HttpResponseNotAllowed(["GET", "POST"])
+    details = event.details if event else {}
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": ERPConnection._meta,
         "original": conn,
         "title": f"Test connection: {conn}",
-        "result": result,
-        "can_pin": model_admin.has_change_permission(request, conn) and result.host_key_error is not None,
+        "event": event,
+        "steps": details.get("steps", []),
+        "offered": details if details.get("presented_key") else None,
+        "can_test": can_test,
+        "can_pin": request.user.has_perm("connectors.pin_host_key") and model_admin.has_change_permission(
+            request, conn),
     }
     return TemplateResponse(request, "admin/connectors/erpconnection/test_connection.html", context)
 
 
 def pin_host_key_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """POST (pin permission): pin the key the server presented in a test of this connection, by that test's id."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     conn = _connection(model_admin, request, object_id)
-    if not model_admin.has_change_permission(request, conn):
+    if not (request.user.has_perm("connectors.pin_host_key") and model_admin.has_change_permission(request, conn)):
         raise PermissionDenied
-    key = request.POST.get("host_key", "").strip()
-    # One printable line, as the test page offered it; anything else is not a key we showed.
-    if not key or len(key) > 4000 or any(ord(c) < 32 for c in key):
-        messages.error(request, "That is not a host key the test offered; nothing was pinned.")
+    try:
+        event_id = int(request.POST.get("event", ""))
+        key = presented_key(connection=conn, event_id=event_id)
+    except (ValueError, PinError) as err:
+        messages.error(request, str(err) if isinstance(err, PinError) else "No test was named; nothing was pinned.")
     else:
         pin_host_key(connection=conn, host_key=key, user=request.user.get_username())
-        messages.success(request, "Host key pinned. The test below ran again with it.")
+        messages.success(request, "Key pinned. Run the test again to check the connection with it.")
     return HttpResponseRedirect(reverse("admin:connectors_erpconnection_test", args=[conn.pk]))
+
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -15,8 +16,9 @@ from django.utils import timezone
 
 from orderflow.models import DraftOrder, Organization
 
-from .crypto import EncryptedTextField
-from .transports import TRANSPORT_CHOICES, TransportSettings, default_port
+from .crypto import EncryptedTextField, Sealed
+from .endpoints import SECRET_FIELDS, endpoint_digest
+from .transports import TRANSPORT_CHOICES, ErrorCode, TransportError, TransportSettings, default_port
 
 REMOTE_KINDS = ("sftp", "ftp", "ftps")
 
@@ -69,6 +71,8 @@ class ERPConnection(models.Model):
     )
     mapping = models.JSONField(default=dict, blank=True, help_text="Rewrites of the JSON v1 document (see docs).")
     is_active = models.BooleanField(default=False)
+    # The endpoint (connectors/endpoints.py) the stored secrets were saved for; they go nowhere else.
+    secrets_endpoint = models.CharField(max_length=64, blank=True, editable=False)
     last_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_poll_ok = models.BooleanField(null=True, editable=False)
     last_poll_message = models.TextField(blank=True, editable=False)
@@ -102,6 +106,9 @@ class ERPConnection(models.Model):
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        if self.transport not in settings.ALLOWED_TRANSPORTS:
+            allowed = ", ".join(settings.ALLOWED_TRANSPORTS)
+            errors["transport"] = f"This installation allows only: {allowed} (ALLOWED_TRANSPORTS)."
         if self.transport in REMOTE_KINDS:
             if not self.host:
                 errors["host"] = "A host is required for SFTP, FTP and FTPS."
@@ -131,6 +138,43 @@ class ERPConnection(models.Model):
     def effective_failed_path(self) -> str:
         return self.failed_path or posixpath.join(self.ack_path, "failed")
 
+    def endpoint_digest(self) -> str:
+        return endpoint_digest(transport=self.transport, host=self.host, port=self.effective_port,
+                               username=self.username, host_key=self.host_key)
+
+    def has_secrets(self) -> bool:
+        return any(getattr(self, name) for name in SECRET_FIELDS)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        cleared = self._keep_secrets_with_their_endpoint()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "secrets_endpoint", *cleared}
+        super().save(*args, **kwargs)
+
+    def _keep_secrets_with_their_endpoint(self) -> list[str]:
+        """Clear stored secrets not typed again when the endpoint changed; returns the fields cleared.
+
+        The first pin of a host key (none pinned before) keeps them: it completes the endpoint they were
+        typed for.  Replacing a pinned key, or changing transport, host, port or user name, does not.
+        """
+        current = self.endpoint_digest()
+        previous = self.secrets_endpoint
+        if previous and previous != current and self.pk:
+            stored_key = ERPConnection.objects.filter(pk=self.pk).values_list("host_key", flat=True).first() or ""
+            unpinned_before = not stored_key.strip() and previous == endpoint_digest(
+                transport=self.transport, host=self.host, port=self.effective_port, username=self.username,
+                host_key="")
+            if not unpinned_before:
+                cleared = [n for n in SECRET_FIELDS if isinstance(getattr(self, n), Sealed)]
+                for name in cleared:
+                    setattr(self, name, "")
+                self.secrets_cleared = cleared  # the admin tells the user to type them again
+                self.secrets_endpoint = current
+                return cleared
+        self.secrets_endpoint = current
+        return []
+
     def transport_settings(self) -> TransportSettings:
         """The plain settings a transport is built from: the one place stored secrets are decrypted.
 
@@ -139,6 +183,12 @@ class ERPConnection(models.Model):
         """
         from .crypto import reveal
 
+        if self.transport not in settings.ALLOWED_TRANSPORTS:
+            raise TransportError(f"{self.get_transport_display()} is not allowed here (ALLOWED_TRANSPORTS)",
+                                 permanent=True, code=ErrorCode.CONFIG)
+        if self.has_secrets() and self.secrets_endpoint not in ("", self.endpoint_digest()):  # "": loaded raw
+            raise TransportError("the stored credentials were saved for another server, user or host key; "
+                                 "type them again for this one", permanent=True, code=ErrorCode.CONFIG)
         return TransportSettings(
             kind=self.transport,
             host=self.host,

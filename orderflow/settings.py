@@ -247,3 +247,5 @@ EVENT_RETENTION_DAYS: int = env.int("EVENT_RETENTION_DAYS", default=90)
 # Deliveries and polls claim their rows for this long and renew the claim while they work; work held
 # by a killed worker is picked up by the next every-minute schedule once it expires.
 CLAIM_LEASE_SECONDS: int = env.int("CLAIM_LEASE_SECONDS", default=60)
+# Error pages and mails hide sensitive POST fields (sensitive_post_parameters) and settings even with DEBUG on.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "orderflow.debug.AlwaysSafeExceptionReporterFilter"

@@ -223,11 +223,13 @@ def test_form_keeps_an_unreadable_secret_when_other_fields_change(foreign_conn: 
     assert ERPConnection.objects.get(pk=conn.pk).transport_settings().password == "typed-again-Pw1"
 
 
-def test_admin_save_of_an_unreadable_row_reports_the_fault(admin_client: Client, foreign_conn: ERPConnection) -> None:
-    # Saving runs a connection test; it reports the unreadable secret like any other permanent fault.
+def test_admin_save_and_test_of_an_unreadable_row(admin_client: Client, foreign_conn: ERPConnection) -> None:
+    # Saving never touches the network (nor the secret); the test page reports the unreadable secret.
     response = admin_client.post(change_url(foreign_conn), form_data(foreign_conn, name="still lost"), follow=True)
-    assert response.status_code == 200
-    html = response.content.decode()
+    assert response.status_code == 200 and "Test the connection" in response.content.decode()
+    assert not ConnectorEvent.objects.filter(connection=foreign_conn, kind="connection_test").exists()
+    test_url = reverse("admin:connectors_erpconnection_test", args=[foreign_conn.pk])
+    html = admin_client.post(test_url).content.decode()
     assert "cannot be decrypted" in html and "lost-key-Pw1" not in html
     event = ConnectorEvent.objects.filter(connection=foreign_conn, kind="connection_test").get()
     assert event.level == "error" and "cannot be decrypted" in event.message

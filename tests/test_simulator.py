@@ -32,7 +32,7 @@ from connectors.simulator import (
 )
 from connectors.transports import ErrorCode, Transport, TransportError, get_transport
 from orderflow.models import DraftOrder
-from tests.fixtures.dropzones import Dropzone, names
+from tests.fixtures.dropzones import Dropzone, names, repoint
 from tests.servers.blackhole import closed_port
 
 GENERATED = datetime(2026, 11, 26, 12, 5, 1, tzinfo=UTC)
@@ -387,7 +387,7 @@ def test_command_prints_one_line_per_file_and_a_summary(dropzone: Dropzone) -> N
 @pytest.mark.parametrize("args", [["--once"], ["--once", "--delay", "30"], []])
 def test_command_exits_non_zero_when_the_dropzone_cannot_be_reached(remote_dropzone: Dropzone, capsys,
                                                                    args: list[str]) -> None:
-    ERPConnection.objects.filter(pk=remote_dropzone.connection.pk).update(port=closed_port())
+    repoint(remote_dropzone.connection, port=closed_port())
     with pytest.raises(SystemExit) as exit_info:
         simulate_erp.Command().run_from_argv(
             ["manage.py", "simulate_erp", "--connection", str(remote_dropzone.connection.pk), *args])

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
+
+from orderflow.scoping import OrganizationScopedAdmin
 
 from .. import admin_views
 from ..forms import ERPConnectionForm
@@ -16,14 +21,19 @@ from ..models import ERPConnection, ERPExport
 from ..services.connection_test import test_connection
 from ..services.documents import preview_export
 from ..services.lifecycle import AWAITING_ANSWER
+from .common import actor
+
+SECRET_POST_FIELDS = ("password", "private_key", "private_key_passphrase")
+CREDENTIALS = ("password", "clear_password", "private_key", "clear_private_key", "private_key_passphrase",
+               "clear_private_key_passphrase")
 
 
 @admin.register(ERPConnection)
-class ERPConnectionAdmin(admin.ModelAdmin):
+class ERPConnectionAdmin(OrganizationScopedAdmin):
     form = ERPConnectionForm
     list_display = ("name", "organization", "transport", "endpoint", "state", "last_poll_at", "last_poll_ok",
                     "last_poll_message")
-    list_filter = ("is_active", "transport", "organization")
+    list_filter = ("is_active", "transport", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name", "host", "organization__name", "organization__slug")
     list_select_related = ("organization",)
     readonly_fields = ("mapping_preview", "last_poll_at", "last_poll_ok", "last_poll_message", "next_poll_at",
@@ -32,8 +42,7 @@ class ERPConnectionAdmin(admin.ModelAdmin):
         (None, {"fields": ("organization", "name", "is_active", "transport")}),
         ("Server", {"fields": ("host", "port", "username", "host_key", "connect_timeout_seconds",
                                "operation_timeout_seconds")}),
-        ("Credentials (write-only)", {"fields": ("password", "clear_password", "private_key", "clear_private_key",
-                                                 "private_key_passphrase", "clear_private_key_passphrase")}),
+        ("Credentials (write-only)", {"fields": CREDENTIALS}),
         ("Directories", {"fields": ("export_path", "ack_path", "processed_path", "failed_path", "temp_suffix")}),
         ("Delivery and polling", {"fields": ("max_attempts", "upload_channels", "poll_interval_seconds",
                                              "min_ack_age_seconds", "mapping", "mapping_preview")}),
@@ -55,27 +64,61 @@ class ERPConnectionAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def _report_test(self, request: HttpRequest, conn: ERPConnection) -> None:
-        result = test_connection(connection=conn)
-        url = reverse("admin:connectors_erpconnection_test", args=[conn.pk])
-        if result.ok:
-            self.message_user(request, f"{conn}: {result.summary}", messages.SUCCESS)
-        else:
-            self.message_user(request, format_html('{}: {} <a href="{}">See the steps</a>', conn, result.summary,
-                                                   url), messages.ERROR)
+    def get_fieldsets(self, request: HttpRequest, obj: ERPConnection | None = None) -> list:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Without change permission: no secret field at all, only whether one is stored.
+            return [(name, {**opts, "fields": ("credentials",)}) if opts["fields"] == CREDENTIALS
+                    else (name, opts) for name, opts in fieldsets]
+        return fieldsets
 
-    @admin.action(description="Test connection", permissions=["view"])
+    def get_readonly_fields(self, request: HttpRequest, obj: ERPConnection | None = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "credentials")
+
+    @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict | None = None) -> HttpResponse:
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def has_test_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("connectors.test_connection")
+
+    @admin.action(description="Test connection (writes and deletes a probe file)", permissions=["test"])
     def run_connection_test(self, request: HttpRequest, queryset: QuerySet[ERPConnection]) -> None:
         for conn in queryset:
-            self._report_test(request, conn)
+            result = test_connection(connection=conn, actor=actor(request))
+            url = reverse("admin:connectors_erpconnection_test", args=[conn.pk])
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            self.message_user(request, format_html('{}: {} <a href="{}">See the steps</a>', conn, result.summary,
+                                                   url), level)
+
+    def save_model(self, request: HttpRequest, obj: ERPConnection, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        cleared = getattr(obj, "secrets_cleared", [])
+        if cleared:
+            names = ", ".join(n.replace("_", " ") for n in cleared)
+            self.message_user(request, f"The stored {names} belonged to the server, user or host key you changed "
+                                       "and were cleared: type them again for the new one.", messages.WARNING)
+
+    def _saved(self, request: HttpRequest, obj: ERPConnection) -> None:
+        # A save never touches the network; the test is one click away.
+        url = reverse("admin:connectors_erpconnection_test", args=[obj.pk])
+        self.message_user(request, format_html('Saved. <a href="{}" class="of-test-link">Test the connection</a> '
+                                               "to check that it works.", url), messages.INFO)
 
     def response_add(self, request: HttpRequest, obj: ERPConnection, post_url_continue: str | None = None):
-        self._report_test(request, obj)  # an admin wants to know at once whether the settings work
+        self._saved(request, obj)
         return super().response_add(request, obj, post_url_continue)
 
     def response_change(self, request: HttpRequest, obj: ERPConnection) -> HttpResponse:
-        self._report_test(request, obj)
+        self._saved(request, obj)
         return super().response_change(request, obj)
+
+    @admin.display(description="Credentials")
+    def credentials(self, obj: ERPConnection) -> str:
+        stored = [label for name, label in (("password", "a password"), ("private_key", "a private key"),
+                                            ("private_key_passphrase", "a passphrase")) if getattr(obj, name)]
+        return "Stored: " + ", ".join(stored) if stored else "None stored."
 
     @admin.display(description="Preview of the file")
     def mapping_preview(self, obj: ERPConnection) -> str:

@@ -27,6 +27,7 @@ class ConnectionTestResult:
     error: str = ""
     #: Set when the server's identity is not the pinned one: what an admin may pin.
     host_key_error: HostKeyError | None = None
+    event: ConnectorEvent | None = None  # where the result is kept (the pin button names it)
 
     @property
     def summary(self) -> str:
@@ -89,7 +90,7 @@ def _dropzone_steps(conn: ERPConnection, transport: Transport, steps: list[Step]
             check(step)
 
 
-def test_connection(*, connection: ERPConnection) -> ConnectionTestResult:
+def test_connection(*, connection: ERPConnection, actor: str = "") -> ConnectionTestResult:
     """Run every step, stop at the first failure, record a ConnectorEvent; never raises TransportError."""
     result = ConnectionTestResult(ok=False)
     try:
@@ -102,12 +103,16 @@ def test_connection(*, connection: ERPConnection) -> ConnectionTestResult:
         result.error, result.host_key_error = err.message, err
     except TransportError as err:
         result.error = err.message
-    record_event(
-        kind="connection_test",
-        connection=connection,
+    details: dict[str, object] = {"steps": [asdict(s) for s in result.steps]}
+    if result.host_key_error is not None:
+        # What the server presented, kept server-side: pinning takes it from here, never from the browser.
+        err = result.host_key_error
+        details.update(code=err.code, presented_key=err.presented_key,
+                       presented_fingerprint=err.presented_fingerprint, expected_fingerprint=err.expected_fingerprint)
+    result.event = record_event(
+        kind="connection_test", connection=connection, actor=actor,
         level=ConnectorEvent.Level.INFO if result.ok else ConnectorEvent.Level.ERROR,
-        message=result.summary,
-        details={"steps": [asdict(s) for s in result.steps]},
+        message=result.summary, details=details,
     )
     return result
 
@@ -115,15 +120,45 @@ def test_connection(*, connection: ERPConnection) -> ConnectionTestResult:
 test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
 
 
+class PinError(ValueError):
+    """The key cannot be pinned (shown to the admin)."""
+
+
+def presented_key(*, connection: ERPConnection, event_id: int) -> str:
+    """The key the server presented in that test of this connection; PinError if there is none."""
+    event = ConnectorEvent.objects.filter(pk=event_id, connection=connection, kind="connection_test").first()
+    key = (event.details or {}).get("presented_key", "") if event else ""
+    if not key:
+        raise PinError("That test did not offer a key to pin; run the test again.")
+    return str(key)
+
+
 def pin_host_key(*, connection: ERPConnection, host_key: str, user: str) -> None:
-    """Trust ``host_key`` (as presented by the server in a test) for this connection."""
+    """Trust ``host_key`` (as the server presented it in a test) for this connection.
+
+    Replacing a pinned key clears the stored secrets (connectors/endpoints.py): they were typed for the
+    server that had the old key.
+    """
     previous = connection.host_key.strip()
     connection.host_key = host_key.strip()
     connection.save(update_fields=["host_key", "updated_at"])
+    cleared = getattr(connection, "secrets_cleared", [])
     record_event(
         kind="host_key_pinned",
-        connection=connection,
+        connection=connection, actor=user,
         level=ConnectorEvent.Level.WARNING if previous else ConnectorEvent.Level.INFO,
-        message=f"{user} pinned the server's host key" + (" (replacing the previous key)" if previous else ""),
+        message=f"{user} pinned the server's key {_fingerprint(connection.host_key)}"
+        + (f", replacing {_fingerprint(previous)}" if previous else "")
+        + (f"; the stored {', '.join(cleared)} were cleared and must be typed again" if cleared else ""),
         details={"previous": previous, "pinned": connection.host_key},
     )
+
+
+def _fingerprint(key: str) -> str:
+    """SHA256 fingerprint of an OpenSSH key line; an FTPS pin already is one."""
+    from ..transports.ssh_keys import fingerprint, parse_public_key
+
+    try:
+        return fingerprint(parse_public_key(key)[1])
+    except TransportError:
+        return key

@@ -23,7 +23,7 @@ def cert_fingerprint(der: bytes) -> str:
     return "SHA256:" + ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 
 
-def _pinned_digest(value: str) -> bytes | None:
+def pinned_digest(value: str) -> bytes | None:
     """The SHA-256 digest a pin names (hex with or without colons, or base64), None if unreadable."""
     text = value.strip()
     text = text[7:] if text.upper().startswith("SHA256:") else text
@@ -87,7 +87,7 @@ class FTPSTransport(FTPTransport):
     def _new_client(self) -> ftplib.FTP:
         pin = self.settings.host_key.strip()
         client = _TLSClient(context=_unverified_context() if pin else ssl.create_default_context())
-        client.pinned = _pinned_digest(pin) if pin else None
+        client.pinned = pinned_digest(pin) if pin else None
         return client
 
     def _secure(self, ftp: ftplib.FTP) -> None:

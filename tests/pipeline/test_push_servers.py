@@ -12,7 +12,7 @@ from connectors import payloads
 from connectors.models import ERPConnection, ERPExport
 from connectors.services import delivery
 from orderflow.models import DraftOrder
-from tests.fixtures.dropzones import Dropzone, names
+from tests.fixtures.dropzones import Dropzone, names, repoint
 from tests.servers.blackhole import closed_port
 
 pytestmark = pytest.mark.usefixtures("sync_tasks")
@@ -54,11 +54,11 @@ def test_unreachable_server_is_retried_then_delivered(remote_dropzone: Dropzone,
     dropzone = remote_dropzone
     conn = dropzone.connection
     real_port = conn.port
-    ERPConnection.objects.filter(pk=conn.pk).update(port=closed_port())
+    repoint(conn, port=closed_port())
     approve(make_draft(), django_capture_on_commit_callbacks)
     export = ERPExport.objects.get()
     assert export.status == "PENDING" and export.attempts == 1 and export.last_error
-    ERPConnection.objects.filter(pk=conn.pk).update(port=real_port)
+    repoint(conn, port=real_port)
     ERPExport.objects.filter(pk=export.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
     delivery.deliver_due_exports(connection=ERPConnection.objects.get(pk=conn.pk))
     export.refresh_from_db()

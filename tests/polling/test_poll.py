@@ -15,7 +15,7 @@ from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from connectors.services import polling
 from connectors.transports.base import TransportError
 from orderflow.models import DraftOrder
-from tests.fixtures.dropzones import Dropzone, names
+from tests.fixtures.dropzones import Dropzone, names, repoint
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_poll_acks_command_and_overdue_flag(dropzone: Dropzone, sent_export: ERP
 def test_unreachable_server_is_recorded_on_the_connection(remote_dropzone: Dropzone) -> None:
     from tests.servers.blackhole import closed_port
 
-    ERPConnection.objects.filter(pk=remote_dropzone.connection.pk).update(port=closed_port())
+    repoint(remote_dropzone.connection, port=closed_port())
     report = polling.poll_connection(connection=ERPConnection.objects.get(), force=True)
     assert report is not None and report.error
     conn = ERPConnection.objects.get()
