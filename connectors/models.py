@@ -82,6 +82,11 @@ class ERPConnection(models.Model):
     poll_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     # name -> [size, mtime] of the ack files seen by the previous poll (to spot files still growing).
     ack_listing = models.JSONField(default=dict, blank=True, editable=False)
+    # Health, as the pipeline last saw it: failed polls in a row, the code of the last fault ("" once an
+    # operation works again), and our files still in the ERP's inbox (name -> first seen, our clock).
+    poll_failures = models.PositiveIntegerField(default=0, editable=False)
+    last_error_code = models.CharField(max_length=40, blank=True, editable=False)
+    inbox_seen = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

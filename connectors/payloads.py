@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import fastjsonschema
 import jsonschema
 
 FORMAT = "orderflow_export_json_v1"
@@ -132,7 +134,15 @@ def _utc(moment: datetime) -> datetime:
     # A naive datetime is ambiguous; guessing its zone would misdate the file.
     if not isinstance(moment, datetime) or moment.utcoffset() is None:
         raise PayloadError("generated_at must be a timezone-aware datetime")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as err:  # e.g. 0001-01-01 at +05:00: no UTC date exists
+        raise PayloadError(f"generated_at {moment.isoformat()} has no UTC date") from err
+
+
+def _utc_seconds(moment: datetime) -> str:
+    """YYYY-MM-DDTHH:MM:SS in UTC. isoformat(), not strftime("%Y"): glibc writes year 999 as "999"."""
+    return _utc(moment).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _iso_date(value: date | None, what: str) -> str | None:
@@ -173,7 +183,7 @@ def build_document(*, export_id: UUID, generated_at: datetime, org_slug: str,
     return {
         "format": FORMAT,
         "export_id": str(export_id),
-        "generated_at": _utc(generated_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated_at": _utc_seconds(generated_at) + "Z",
         "organization": {"slug": org_slug, "name": org_name},
         "order": {
             "draft_id": str(order.draft_id),
@@ -223,7 +233,7 @@ def export_filename(*, generated_at: datetime, org_slug: str, order_number: str,
     guarantees (no "/", "\\", "..", control characters; at most 200 bytes).
     """
     name = "{}_{}_{}_{}.json".format(
-        _utc(generated_at).strftime("%Y%m%dT%H%M%SZ"), _sanitize(org_slug, "org"),
+        _utc_seconds(generated_at).replace("-", "").replace(":", "") + "Z", _sanitize(org_slug, "org"),
         sanitize_order_number(order_number), str(export_id)[:8])
     # Not `assert`: these guarantees must hold under python -O as well.
     if ("/" in name or "\\" in name or ".." in name
@@ -260,9 +270,19 @@ def render(document: dict[str, Any]) -> bytes:
 
 
 @cache
+def _schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@cache
 def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(_schema())
+
+
+@cache
+def _compiled() -> Callable[[Any], Any]:
+    # The schema compiled to Python code: ~20x faster than jsonschema on every delivered document.
+    return fastjsonschema.compile(_schema())
 
 
 def _where(error: jsonschema.ValidationError) -> str:
@@ -277,6 +297,11 @@ def validate_document(document: dict[str, Any]) -> None:
 
     Raises PayloadError listing up to five problems as "path: message".
     """
+    try:
+        _compiled()(document)
+        return
+    except fastjsonschema.JsonSchemaException:
+        pass  # jsonschema lists every problem, with paths, for the message
     errors = sorted(_validator().iter_errors(document),
                     key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:

@@ -28,6 +28,7 @@ class ConnectionTestResult:
     #: Set when the server's identity is not the pinned one: what an admin may pin.
     host_key_error: HostKeyError | None = None
     event: ConnectorEvent | None = None  # where the result is kept (the pin button names it)
+    code: str = ""  # the failing step's ErrorCode
 
     @property
     def summary(self) -> str:
@@ -102,12 +103,14 @@ def test_connection(*, connection: ERPConnection, actor: str = "") -> Connection
     except HostKeyError as err:
         result.error, result.host_key_error = err.message, err
     except TransportError as err:
-        result.error = err.message
-    details: dict[str, object] = {"steps": [asdict(s) for s in result.steps]}
+        result.error, result.code = err.message, str(err.code)
+    code = "" if result.ok else str(getattr(result.host_key_error, "code", "") or result.code)
+    ERPConnection.objects.filter(pk=connection.pk).update(last_error_code=code)
+    details: dict[str, object] = {"steps": [asdict(s) for s in result.steps], "code": code}
     if result.host_key_error is not None:
         # What the server presented, kept server-side: pinning takes it from here, never from the browser.
         err = result.host_key_error
-        details.update(code=err.code, presented_key=err.presented_key,
+        details.update(presented_key=err.presented_key,
                        presented_fingerprint=err.presented_fingerprint, expected_fingerprint=err.expected_fingerprint)
     result.event = record_event(
         kind="connection_test", connection=connection, actor=actor,

@@ -39,6 +39,7 @@ from . import lifecycle
 from .documents import build_export_file
 from .leases import Lease, lease_until, new_token
 from .lifecycle import Change, Outcome, Verb
+from .rowwrites import update_rows
 
 BATCH_LIMIT = 200  # exports per run: one run ends well inside the task timeout
 FREEZE_CHUNK = 25  # files frozen (archived and committed) per transaction, ahead of their upload
@@ -132,7 +133,9 @@ def _freeze(exports: Sequence[ERPExport], connection: ERPConnection) -> list[tup
         new.append(export)
         frozen.append((export, data))
     with transaction.atomic():
-        ERPExport.objects.bulk_update(new, ["filename", "payload", "payload_sha256", "payload_size"])
+        update_rows(ERPExport, {e.pk: {"filename": e.filename, "payload": e.payload.name,
+                                       "payload_sha256": e.payload_sha256, "payload_size": e.payload_size}
+                                for e in new})
     return frozen
 
 
@@ -147,17 +150,20 @@ class _Run:
                            until_field="claimed_until", token=token)  # type: ignore[arg-type]
         self.buffer: dict[Verb, list[tuple[Change, str]]] = {}
         self.flushed_at = time.monotonic()
+        self.now = timezone.now()  # one time per chunk of outcomes (moved on at each flush): uniform rows
         self.recorded: set[object] = set()
 
     # -- what happened to each export ------------------------------------------
     def sent(self, export: ERPExport, note: str = "") -> None:
-        self._add(Verb.DELIVERED, lifecycle.delivered(export, note=note), str(export))
+        self._add(Verb.DELIVERED, lifecycle.delivered(export, note=note, now=self.now), str(export))
 
-    def fault(self, export: ERPExport, error: str, *, permanent: bool) -> None:
+    def fault(self, export: ERPExport, error: str, *, permanent: bool, code: str = "") -> None:
         max_attempts = self.connection.max_attempts
         if permanent or export.attempts >= max_attempts:
             reason = error if permanent else f"gave up after {export.attempts} attempts: {error}"
-            self._add(Verb.DELIVERY_FAILED, lifecycle.delivery_failed(export, reason=reason), str(export))
+            change = lifecycle.delivery_failed(export, reason=reason)
+            change.details["code"] = code
+            self._add(Verb.DELIVERY_FAILED, change, str(export))
             return
         wait = backoff(export.attempts)
         message = (f"Delivery of {export} failed (attempt {export.attempts} of {max_attempts}), "
@@ -188,6 +194,7 @@ class _Run:
                 else:
                     self.report.lost += 1
         self.flushed_at = time.monotonic()
+        self.now = timezone.now()
 
 
 def _upload(directory: str):  # type: ignore[no-untyped-def]
@@ -245,7 +252,7 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
                     if result is not None:
                         (export, _data), outcome = result
                         if isinstance(outcome, TransportError):
-                            run.fault(export, outcome.message, permanent=outcome.permanent)
+                            run.fault(export, outcome.message, permanent=outcome.permanent, code=outcome.code)
                         else:
                             run.sent(export, outcome)
                     elif not run.lease.keep():
@@ -254,6 +261,10 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
     except TransportError as err:  # the connection itself failed: every export not yet recorded shares it
         for export in claimed:
             if export.pk not in run.recorded:
-                run.fault(export, err.message, permanent=err.permanent)
+                run.fault(export, err.message, permanent=err.permanent, code=err.code)
+        ERPConnection.objects.filter(pk=connection.pk).update(last_error_code=err.code)
+    else:
+        if report.sent or run.buffer.get(Verb.DELIVERED):
+            ERPConnection.objects.filter(pk=connection.pk).exclude(last_error_code="").update(last_error_code="")
     run.flush()  # not in `finally`: a run that is killed records nothing more (its lease expires)
     return report

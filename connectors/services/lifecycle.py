@@ -21,14 +21,14 @@ from enum import StrEnum
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, Exists, F, Model, OuterRef, Q, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from orderflow.models import DraftOrder, DraftOrderLine
 
 from ..models import ConnectorEvent, ERPExport
 from .events import EventSpec, record_events
+from .rowwrites import Keep, update_rows
 
 S = ERPExport.Status
 D = DraftOrder.Status
@@ -164,25 +164,6 @@ def _check(rule: Rule, row: dict[str, Any], *, token: uuid.UUID | None, is_curre
     return Outcome.DONE
 
 
-def _write(model: type[Model], rows: dict[Any, dict[str, Any]], where: Q) -> int:
-    """One UPDATE for many rows: equal values as constants, differing ones as CASE (per-row for JSON)."""
-    if not rows:
-        return 0
-    names = set().union(*rows.values())
-    meta = model._meta
-    differing = {n for n in names if len({repr(r.get(n)) for r in rows.values()}) > 1}
-    if any(meta.get_field(n).get_internal_type() == "JSONField"
-           or any(hasattr(r.get(n), "resolve_expression") for r in rows.values()) for n in differing):
-        return sum(_write(model, {pk: values}, where) for pk, values in rows.items())
-    first = next(iter(rows.values()))
-    values: dict[str, Any] = {n: first[n] for n in names - differing}
-    for name in differing:
-        output = meta.get_field(name)
-        values[name] = Case(*(When(pk=pk, then=Value(r[name], output_field=output)) for pk, r in rows.items()),
-                            default=F(name), output_field=output)
-    return model.objects.filter(where, pk__in=list(rows)).update(**values)
-
-
 def transition(verb: Verb, changes: Sequence[Change], *, token: uuid.UUID | None = None,
                actor: str = "", kind: str | None = None) -> list[Result]:
     """Apply ``verb`` to each export of ``changes``; one transaction, one Result per change (same order)."""
@@ -229,15 +210,15 @@ def transition(verb: Verb, changes: Sequence[Change], *, token: uuid.UUID | None
         for export_id, values in export_rows.items():
             by_source.setdefault(rows[export_id]["status"], {})[export_id] = values
         for source, group in by_source.items():
-            where = Q(status=source) & (Q(claim_token=token) if rule.claimed else Q())
-            if _write(ERPExport, group, where) != len(group):
+            where = {"status": source, **({"claim_token": token} if rule.claimed else {})}
+            if update_rows(ERPExport, group, where=where) != len(group):
                 raise RuntimeError(f"{verb}: export rows changed under their lock")  # cannot happen: locked
         drafts_by_source: dict[str, dict[uuid.UUID, dict[str, Any]]] = {}
         for draft_id, values in draft_rows.items():
             if drafts[draft_id] != values["status"] or len(values) > 2:  # more than status + updated_at
                 drafts_by_source.setdefault(drafts[draft_id], {})[draft_id] = values
         for source, group in drafts_by_source.items():
-            _write(DraftOrder, group, Q(status=source))
+            update_rows(DraftOrder, group, where={"status": source})
         record_events(events)
     return [results[c.export_id] for c in changes]
 
@@ -249,9 +230,9 @@ def release_claim_fields() -> dict[str, Any]:
     return {"claim_token": None, "claimed_until": None}
 
 
-def delivered(export: ERPExport, *, note: str = "") -> Change:
+def delivered(export: ERPExport, *, note: str = "", now: Any = None) -> Change:
     """The file is in the dropzone, verified: SENT; the draft PUSHED with the file name."""
-    return Change(export.pk, fields={"sent_at": timezone.now(), "last_error": "", **release_claim_fields()},
+    return Change(export.pk, fields={"sent_at": now or timezone.now(), "last_error": "", **release_claim_fields()},
                   draft_fields={"erp_order_id": export.filename}, message=f"Delivered {export.filename}{note}",
                   details={"sha256": export.payload_sha256, "size": export.payload_size})
 
@@ -270,8 +251,7 @@ def answered(export_id: uuid.UUID, *, body: dict[str, Any], message: str, erp_or
              errors: list | None = None, details: dict[str, Any] | None = None) -> Change:
     """An answer of the ERP (a file, or recorded by staff): accepted with a number, or rejected with errors."""
     now = timezone.now()
-    fields: dict[str, Any] = {"ack_body": body, "acked_at": now, "sent_at": Coalesce(F("sent_at"), Value(now)),
-                              **release_claim_fields()}
+    fields: dict[str, Any] = {"ack_body": body, "acked_at": now, "sent_at": Keep(now), **release_claim_fields()}
     draft_fields: dict[str, Any] = {}
     if errors is None:
         fields["erp_order_number"] = erp_order_number

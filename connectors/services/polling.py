@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from ..acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ack
@@ -47,7 +47,9 @@ class PollReport:
     connection: str
     outcomes: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    code: str = ""  # the fault's ErrorCode when the poll failed
     more: bool = False  # files were left for the next run by MAX_ACKS_PER_POLL
+    inbox: dict[str, float] | None = None  # our files still in the ERP's inbox -> first seen (our clock)
 
     def count(self, outcome: str, n: int = 1) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
@@ -135,6 +137,7 @@ class _Poll:
         self.waiting: set[str] = set()  # seen in the last pass, not ready yet
 
     def run(self) -> dict[str, list]:
+        self._look_at_inbox()
         for _recheck in range(2):
             wait = self._pass()
             if wait is None or wait > RECHECK_MAX_SECONDS or not self.budget:
@@ -143,6 +146,13 @@ class _Poll:
         if self.waiting:
             self.report.count("waiting", len(self.waiting))  # not yet unchanged long enough by our clock
         return {n: v for n, v in self.seen.current.items() if n not in self.gone}
+
+    def _look_at_inbox(self) -> None:
+        """Which of our files the ERP has not taken yet (one listing): for "the ERP stopped consuming" alerts."""
+        suffix, seen, now = self.transport.settings.temp_suffix, self.conn.inbox_seen or {}, _clock()
+        names = [f.name for f in self.transport.list_dir(self.conn.export_path)
+                 if f.name.endswith(".json") and not f.name.startswith(".") and not f.name.endswith(suffix)]
+        self.report.inbox = {name: seen.get(name, now) for name in names}
 
     def _sleep(self, seconds: float) -> None:
         deadline = _clock() + seconds
@@ -272,6 +282,7 @@ def poll_connection(*, connection: ERPConnection, force: bool = False) -> PollRe
             listing = _Poll(connection, transport, report, lease).run()
     except Exception as err:
         report.error = err.message if isinstance(err, TransportError) else f"{type(err).__name__}: {err}"
+        report.code = str(err.code) if isinstance(err, TransportError) else "internal"
         if not isinstance(err, TransportError):
             raise  # recorded below as a failed poll; django-q shows the traceback
     finally:
@@ -282,13 +293,18 @@ def poll_connection(*, connection: ERPConnection, force: bool = False) -> PollRe
 def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: dict, started: Any) -> None:
     now = timezone.now()
     next_poll = now if report.more else started + timedelta(seconds=conn.poll_interval_seconds)
+    health: dict[str, Any] = {"poll_failures": F("poll_failures") + 1 if report.error else 0,
+                              "last_error_code": report.code}
+    if report.inbox is not None:
+        health["inbox_seen"] = report.inbox
     ERPConnection.objects.filter(pk=conn.pk, poll_claim_token=token).update(
         last_poll_at=now, last_poll_ok=not report.error, last_poll_message=str(report)[:2000], ack_listing=listing,
-        next_poll_at=next_poll, poll_claim_token=None, poll_claimed_until=None,
+        next_poll_at=next_poll, poll_claim_token=None, poll_claimed_until=None, **health,
     )
     if report.error:
         record_events([EventSpec(kind="poll_failed", connection_id=conn.pk, level=ConnectorEvent.Level.ERROR,
-                                 message=f"Polling {conn.ack_path} failed: {report.error}")])
+                                 message=f"Polling {conn.ack_path} failed: {report.error}",
+                                 details={"code": report.code})])
     elif report.handled:
         record_events([EventSpec(kind="poll_done", connection_id=conn.pk, message=str(report),
                                  details={"outcomes": report.outcomes})])
