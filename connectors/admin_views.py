@@ -7,14 +7,26 @@ page and the last result.
 
 from __future__ import annotations
 
+import json
+import uuid
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from .models import ERPConnection
+from .models import ERPConnection, ERPExport
 from .services.connection_test import PinError, pin_host_key, presented_key, test_connection
+from .services.overrides import failed_exports, retry_exports
+from .services.pushing import enqueue_delivery, enqueue_poll
 
 
 def _connection(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> ERPConnection:
@@ -71,6 +83,81 @@ def pin_host_key_view(model_admin: admin.ModelAdmin, request: HttpRequest, objec
     else:
         pin_host_key(connection=conn, host_key=key, user=request.user.get_username())
         messages.success(request, "Key pinned. Run the test again to check the connection with it.")
+        failed = failed_exports(conn).count()
+        if failed:
+            messages.warning(request, f"{failed} export(s) of this connection failed for good; once the test passes, "
+                                      "retry them with the button on the connection's page.")
     return HttpResponseRedirect(reverse("admin:connectors_erpconnection_test", args=[conn.pk]))
 
 
+
+
+# -- an export's files -----------------------------------------------------------------------
+
+
+def _export(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> ERPExport:
+    """The export, if the user may see it (their organizations) and may download files (its permission)."""
+    export = model_admin.get_queryset(request).filter(pk=object_id).first() if _is_uuid(object_id) else None
+    if export is None:
+        raise Http404("No such ERP export.")
+    if not request.user.has_perm("connectors.download_payload"):
+        raise PermissionDenied
+    return export
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def payload_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """The exact bytes delivered (the archive), streamed; never from a public URL."""
+    export = _export(model_admin, request, object_id)
+    if not export.payload:
+        raise Http404("This export's file was not built yet.")
+    inline = request.GET.get("inline") == "1"
+    return FileResponse(export.payload.open("rb"), as_attachment=not inline, filename=export.filename,
+                        content_type="application/json" if not inline else "text/plain; charset=utf-8")
+
+
+def answer_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """The ERP's answer (ack or error body), pretty-printed."""
+    export = _export(model_admin, request, object_id)
+    if export.ack_body is None:
+        raise Http404("No answer was recorded for this export.")
+    text = json.dumps(export.ack_body, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+# -- hurrying a connection ------------------------------------------------------------------------
+
+
+def run_now_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str, *, what: str) -> HttpResponse:
+    """POST (run_now permission): queue a poll or a delivery of this connection now."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    conn = _connection(model_admin, request, object_id)
+    if not request.user.has_perm("connectors.run_now"):
+        raise PermissionDenied
+    if what == "poll":
+        enqueue_poll(conn.pk, force=True)
+        messages.success(request, f"A poll of {conn} is queued; its result shows here in a moment.")
+    else:
+        enqueue_delivery(conn.pk)
+        messages.success(request, f"A delivery run of {conn} is queued.")
+    return HttpResponseRedirect(reverse("admin:connectors_erpconnection_change", args=[conn.pk]))
+
+
+def retry_failed_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """POST (retry permission): retry this connection's current exports whose delivery failed for good."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    conn = _connection(model_admin, request, object_id)
+    if not request.user.has_perm("connectors.retry_export"):
+        raise PermissionDenied
+    counts = retry_exports(exports=failed_exports(conn), actor=request.user.get_username())
+    messages.success(request, f"{counts.done} failed export(s) of {conn} queued for delivery again.")
+    return HttpResponseRedirect(reverse("admin:connectors_erpconnection_change", args=[conn.pk]))

@@ -33,11 +33,11 @@ def deliver_all_due() -> str:
     return f"delivery enqueued for {len(ready)} connection(s)"
 
 
-def poll_connection(connection_id: int) -> str:
+def poll_connection(connection_id: int, force: bool = False) -> str:
     connection = ERPConnection.objects.filter(pk=connection_id).first()
     if connection is None:
         return f"connection {connection_id} no longer exists"
-    report = polling.poll_connection(connection=connection)
+    report = polling.poll_connection(connection=connection, force=force)
     return str(report) if report else f"{connection}: not due, or polled by another worker"
 
 

@@ -98,10 +98,10 @@ class DraftOrderAdmin(OrganizationScopedAdmin):
     search_fields = ("order_number", "customer_name", "customer_number", "erp_order_id")
     date_hierarchy = "order_date"
     list_select_related = ("organization",)
-    readonly_fields = ("status", "erp_order_id", "created_at", "updated_at")
+    readonly_fields = ("status_display", "erp_order_id", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("organization", "order_number", "order_date", "requested_delivery_date", "currency",
-                           "status", "erp_order_id")}),
+                           "status_display", "erp_order_id")}),
         ("Customer", {"fields": ("customer_number", "customer_name")}),
         ("Ship to", {"fields": ("ship_to_name", "ship_to_street", "ship_to_postal_code", "ship_to_city",
                                 "ship_to_country")}),
@@ -112,7 +112,7 @@ class DraftOrderAdmin(OrganizationScopedAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: DraftOrder | None = None) -> tuple[str, ...]:
         if is_locked(obj):
             return tuple(f.name for f in DraftOrder._meta.fields if f.editable and f.name != "id") + (
-                "status", "erp_order_id", "created_at", "updated_at")
+                "status_display", "erp_order_id", "created_at", "updated_at")
         return self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: DraftOrder, form: forms.ModelForm, change: bool) -> None:

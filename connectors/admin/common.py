@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 
 from orderflow import scoping
 from orderflow.admin import status_badge
@@ -53,3 +57,17 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+def render_timeline(events: Iterable[ConnectorEvent]) -> str:
+    """Events as a small table: when, who, what (the story of an export or a draft)."""
+    rows = format_html_join(
+        "", '<tr class="of-event of-event-{}"><td style="white-space:nowrap">{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td></tr>",
+        ((e.level, localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"), e.actor or "orderflow",
+          e.kind.replace("_", " "), e.message) for e in events),
+    )
+    if not rows:
+        return "No events yet."
+    return format_html('<table class="of-timeline"><thead><tr><th>When</th><th>Who</th><th>What</th><th>Detail</th>'
+                       "</tr></thead><tbody>{}</tbody></table>", rows)

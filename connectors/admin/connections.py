@@ -6,6 +6,7 @@ from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
@@ -17,10 +18,11 @@ from orderflow.scoping import OrganizationScopedAdmin
 
 from .. import admin_views
 from ..forms import ERPConnectionForm
-from ..models import ERPConnection, ERPExport
+from ..models import ERPConnection
 from ..services.connection_test import test_connection
 from ..services.documents import preview_export
-from ..services.lifecycle import AWAITING_ANSWER
+from ..services.health import health_of
+from ..services.overrides import failed_exports
 from .common import actor
 
 SECRET_POST_FIELDS = ("password", "private_key", "private_key_passphrase")
@@ -31,8 +33,8 @@ CREDENTIALS = ("password", "clear_password", "private_key", "clear_private_key",
 @admin.register(ERPConnection)
 class ERPConnectionAdmin(OrganizationScopedAdmin):
     form = ERPConnectionForm
-    list_display = ("name", "organization", "transport", "endpoint", "state", "last_poll_at", "last_poll_ok",
-                    "last_poll_message")
+    # Fits 1366 px: the health column says what matters; the last poll's message is its tooltip.
+    list_display = ("name", "organization", "endpoint", "health", "last_poll")
     list_filter = ("is_active", "transport", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name", "host", "organization__name", "organization__slug")
     list_select_related = ("organization",)
@@ -61,8 +63,24 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
                  name="connectors_erpconnection_test"),
             path("<path:object_id>/pin-host-key/", wrap(admin_views.pin_host_key_view),
                  name="connectors_erpconnection_pin_host_key"),
+            path("<path:object_id>/poll-now/", wrap(partial(admin_views.run_now_view, what="poll")),
+                 name="connectors_erpconnection_poll_now"),
+            path("<path:object_id>/deliver-now/", wrap(partial(admin_views.run_now_view, what="deliver")),
+                 name="connectors_erpconnection_deliver_now"),
+            path("<path:object_id>/retry-failed/", wrap(admin_views.retry_failed_view),
+                 name="connectors_erpconnection_retry_failed"),
             *super().get_urls(),
         ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        conn = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        buttons = {
+            "can_run_now": request.user.has_perm("connectors.run_now"),
+            "failed_count": failed_exports(conn).count() if conn else 0,
+            "can_retry": request.user.has_perm("connectors.retry_export"),
+        }
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **buttons})
 
     def get_fieldsets(self, request: HttpRequest, obj: ERPConnection | None = None) -> list:
         fieldsets = list(super().get_fieldsets(request, obj))
@@ -127,16 +145,30 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
         preview = preview_export(connection=obj)
         return format_html('<pre class="of-preview" style="max-height:30em;overflow:auto">{}</pre>', preview)
 
-    @admin.display(description="State", ordering="is_active")
-    def state(self, obj: ERPConnection) -> str:
-        """Active; draining (inactive, still polled while answers are awaited); or inactive."""
-        awaiting = 0 if obj.is_active else ERPExport.objects.filter(connection=obj, status__in=AWAITING_ANSWER).count()
-        state = "active" if obj.is_active else "draining" if awaiting else "inactive"
-        label = f"draining ({awaiting} awaiting an answer)" if awaiting else state
-        return format_html('<span class="of-state of-state-{}">{}</span>', state, label)
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        for h in health_of(changelist.result_list):  # a fixed number of queries for the whole page
+            h.connection.health_now = h
+        return changelist
+
+    @admin.display(description="Health")
+    def health(self, obj: ERPConnection) -> str:
+        """Healthy, degraded, failing, draining (inactive, still read while answers are awaited) or inactive."""
+        h = getattr(obj, "health_now", None) or health_of([obj])[0]
+        label = f"draining ({h.awaiting} awaiting an answer)" if h.status == "draining" else h.status
+        return format_html('<span class="of-state of-state-{}" title="{}"><b>{}</b></span><br>'
+                           '<span class="help">{}</span>', h.status, h.reason, label, h.reason)
+
+    @admin.display(description="Last poll", ordering="last_poll_at")
+    def last_poll(self, obj: ERPConnection) -> str:
+        if obj.last_poll_at is None:
+            return "never"
+        outcome = "OK" if obj.last_poll_ok else "failed"
+        return format_html('<span title="{}">{} — {}</span>', obj.last_poll_message,
+                           naturaltime(obj.last_poll_at), outcome)
 
     @admin.display(description="Endpoint")
     def endpoint(self, obj: ERPConnection) -> str:
         if obj.transport == "local":
-            return obj.export_path
-        return f"{obj.username}@{obj.host}:{obj.effective_port}"
+            return f"local: {obj.host or '(root)'}{obj.export_path}"
+        return f"{obj.transport}://{obj.username}@{obj.host}:{obj.effective_port}"

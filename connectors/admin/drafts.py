@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
-from orderflow.admin import DraftOrderAdmin, is_locked
+from orderflow.admin import DraftOrderAdmin, is_locked, status_badge
 from orderflow.models import DraftOrder
 from orderflow.scoping import ScopedInlineMixin
 
-from ..models import ERPExport
+from ..models import ConnectorEvent, ERPExport, ack_overdue_cutoff
 from ..services import pushing
-from .common import ReadOnlyAdminMixin, actor, export_badge
+from .common import ReadOnlyAdminMixin, actor, export_badge, render_timeline
 
 
 class ExportInline(ScopedInlineMixin, ReadOnlyAdminMixin, admin.TabularInline):
@@ -43,6 +44,39 @@ class ConnectedDraftOrderAdmin(DraftOrderAdmin):
     change_form_template = "admin/connectors/draftorder/change_form.html"
     search_fields = (*DraftOrderAdmin.search_fields, "exports__filename")
     actions = ["push_to_erp"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DraftOrder]:
+        # The current export's facts, for the list: the ERP's reason, and whether its ack is overdue.
+        current = ERPExport.objects.filter(draft=OuterRef("pk")).order_by("-created_at")
+        return super().get_queryset(request).annotate(
+            current_status=Subquery(current.values("status")[:1]),
+            current_error=Subquery(current.values("last_error")[:1]),
+            current_sent_at=Subquery(current.values("sent_at")[:1]),
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: DraftOrder | None = None) -> list:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        return [*fieldsets, ("ERP: exports and events", {"fields": ("erp_timeline",)})] if obj else fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: DraftOrder | None = None) -> tuple[str, ...]:
+        return (*super().get_readonly_fields(request, obj), "erp_timeline")
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, obj: DraftOrder) -> str:
+        badge = status_badge(obj.status, obj.get_status_display())
+        status = getattr(obj, "current_status", None)
+        sent_at = getattr(obj, "current_sent_at", None)
+        if status in (ERPExport.Status.REJECTED, ERPExport.Status.FAILED):  # the reason, where staff look
+            return format_html('{}<br><span class="of-reason">{}</span>', badge,
+                               Truncator(obj.current_error).chars(160))
+        if status == ERPExport.Status.SENT and sent_at and sent_at < ack_overdue_cutoff():
+            return format_html('{} <span class="of-overdue" style="color:#dc3545">ack overdue</span>', badge)
+        return badge
+
+    @admin.display(description="Story")
+    def erp_timeline(self, obj: DraftOrder) -> str:
+        events = ConnectorEvent.objects.filter(export__draft=obj).order_by("created_at", "id")
+        return render_timeline(events)
 
     def get_inlines(self, request: HttpRequest, obj: DraftOrder | None) -> list:
         return [*self.inlines, ExportInline] if obj else list(self.inlines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -9,14 +11,16 @@ from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.utils.html import format_html
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from orderflow.scoping import OrganizationScopedAdmin
 
+from .. import admin_views
 from ..models import ERPExport
 from ..services import overrides
 from ..services.lifecycle import refusal
-from .common import ReadOnlyAdminMixin, actor, export_badge
+from .common import ReadOnlyAdminMixin, actor, export_badge, render_timeline
 
 
 class AckOverdueFilter(admin.SimpleListFilter):
@@ -129,8 +133,43 @@ class ERPExportAdmin(ExportOverrideActions, ReadOnlyAdminMixin, OrganizationScop
     date_hierarchy = "created_at"
     actions = ["retry_delivery", "cancel_export", "record_confirmation", "record_rejection"]
 
+    fieldsets = (
+        (None, {"fields": ("short_id", "draft", "connection", "status_display", "filename", "files",
+                           "created_at", "updated_at")}),
+        ("Delivery", {"fields": ("attempts", "next_attempt_at", "last_error", "sent_at", "payload_sha256",
+                                 "payload_size")}),
+        ("The ERP's answer", {"fields": ("acked_at", "erp_order_number", "errors")}),
+        ("Timeline", {"fields": ("timeline",)}),
+    )
+
     def get_readonly_fields(self, request: HttpRequest, obj: ERPExport | None = None) -> list[str]:
-        return [f.name for f in self.model._meta.fields]
+        return [f.name for f in self.model._meta.fields] + ["short_id", "status_display", "files", "timeline"]
+
+    def get_urls(self) -> list:
+        def wrap(view):  # type: ignore[no-untyped-def]
+            return self.admin_site.admin_view(partial(view, self))
+
+        return [
+            path("<path:object_id>/payload/", wrap(admin_views.payload_view), name="connectors_erpexport_payload"),
+            path("<path:object_id>/answer/", wrap(admin_views.answer_view), name="connectors_erpexport_answer"),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="Files")
+    def files(self, obj: ERPExport) -> str:
+        links = []
+        if obj.payload:
+            url = reverse("admin:connectors_erpexport_payload", args=[obj.pk])
+            links.append(format_html('<a class="of-payload" href="{}">Download the file</a> '
+                                     '(<a href="{}?inline=1">view</a>)', url, url))
+        if obj.ack_body is not None:
+            links.append(format_html('<a class="of-answer" href="{}">The ERP\'s answer</a>',
+                                     reverse("admin:connectors_erpexport_answer", args=[obj.pk])))
+        return format_html_join(" · ", "{}", ((link,) for link in links)) or "—"
+
+    @admin.display(description="Events")
+    def timeline(self, obj: ERPExport) -> str:
+        return render_timeline(obj.events.order_by("created_at", "id"))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         overdue = self.get_queryset(request).ack_overdue().count()

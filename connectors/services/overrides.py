@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ..acks import ERP_ORDER_NUMBER_MAX
@@ -49,6 +49,13 @@ def _reason(reason: str) -> str:
     if not reason:
         raise OverrideError("Say why: the reason is recorded in the export's timeline.")
     return reason[:1000]
+
+
+def failed_exports(connection: object) -> QuerySet[ERPExport]:
+    """The connection's exports whose delivery failed for good and that are still their draft's current one."""
+    failed = ERPExport.objects.filter(connection=connection, status=ERPExport.Status.FAILED)
+    current = lifecycle.current_export_ids(failed.values_list("draft_id", flat=True))
+    return failed.filter(pk__in=list(current.values()))
 
 
 def retry_exports(*, exports: Iterable[ERPExport], actor: str) -> Counts:

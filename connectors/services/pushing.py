@@ -37,6 +37,18 @@ def enqueue_delivery(connection_id: int) -> None:
     transaction.on_commit(send)
 
 
+def enqueue_poll(connection_id: int, *, force: bool = False) -> None:
+    """Ask a worker to poll this connection (``force``: due or not), once the current transaction commits."""
+
+    def send() -> None:
+        from django_q.tasks import async_task
+
+        async_task("connectors.tasks.poll_connection", connection_id, force=force,
+                   task_name=f"poll connection {connection_id}")
+
+    transaction.on_commit(send)
+
+
 def push_drafts(*, drafts: Iterable[DraftOrder], actor: str = "") -> lifecycle.PushCounts:
     """Admin "Push to ERP": New, Push failed and Rejected drafts with lines get a new export."""
     return lifecycle.push(draft_ids=[d.pk for d in drafts], actor=actor)

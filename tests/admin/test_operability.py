@@ -1,0 +1,150 @@
+"""Issue 11: health at a glance, the file and its story per order, buttons where the work is."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from connectors.models import ConnectorEvent, ERPConnection, ERPExport
+from connectors.services import polling, pushing
+from orderflow.models import DraftOrder
+
+pytestmark = pytest.mark.usefixtures("sync_tasks")
+
+
+def push(drafts, capture, actor: str = "alice") -> None:
+    with capture(execute=True):
+        pushing.push_drafts(drafts=drafts, actor=actor)
+
+
+def answer(local_dropzone, export: ERPExport, body: dict) -> None:
+    kind = "ack" if body.get("status") == "accepted" else "error"
+    path = local_dropzone / "outbound" / f"{kind}_{export.filename.removesuffix('.json')}.json"
+    path.write_text(json.dumps({"export_id": str(export.pk), **body}))
+
+
+def test_home_page_shows_each_connections_health(admin_client: Client, make_connection, local_connection,
+                                                 make_draft, django_capture_on_commit_callbacks) -> None:
+    push([make_draft()], django_capture_on_commit_callbacks)
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    assert "of-health-healthy" in html and "1 awaiting ack" in html
+    assert f"?connection__id__exact={local_connection.pk}&amp;status__exact=SENT" in html
+
+    ERPConnection.objects.filter(pk=local_connection.pk).update(last_error_code="host_key_changed")
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    assert "of-health-failing" in html and "the server&#x27;s key CHANGED" in html
+
+    ERPConnection.objects.filter(pk=local_connection.pk).update(last_error_code="", is_active=False)
+    make_connection(name="new ERP", export_path="/new")
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    assert "of-health-draining" in html
+    html = admin_client.get(reverse("admin:connectors_erpconnection_changelist")).content.decode()
+    assert "draining (1 awaiting an answer)" in html
+
+
+def test_the_file_and_the_answer_can_be_downloaded_with_the_permission(
+    admin_client: Client, client: Client, make_draft, local_connection, local_dropzone, org,
+    django_capture_on_commit_callbacks,
+) -> None:
+    push([make_draft()], django_capture_on_commit_callbacks)
+    export = ERPExport.objects.get()
+    page = admin_client.get(reverse("admin:connectors_erpexport_change", args=[export.pk])).content.decode()
+    assert "Download the file" in page and "/media/" not in page
+    download = admin_client.get(reverse("admin:connectors_erpexport_payload", args=[export.pk]))
+    assert b"".join(download.streaming_content) == (local_dropzone / "inbound" / export.filename).read_bytes()
+    assert export.filename in download["Content-Disposition"]
+
+    answer(local_dropzone, export, {"status": "accepted", "erp_order_number": "SO-1", "message": "ok"})
+    polling.poll_connection(connection=local_connection, force=True)
+    text = admin_client.get(reverse("admin:connectors_erpexport_answer", args=[export.pk])).content.decode()
+    assert '"erp_order_number": "SO-1"' in text and text.count("\n") > 3  # pretty-printed
+
+    staff = User.objects.create_user("viewer", password=None, is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_erpexport"))
+    org.members.add(staff)
+    client.force_login(staff)
+    assert client.get(reverse("admin:connectors_erpexport_payload", args=[export.pk])).status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="download_payload"))
+    client.force_login(User.objects.get(pk=staff.pk))
+    assert client.get(reverse("admin:connectors_erpexport_payload", args=[export.pk])).status_code == 200
+    org.members.remove(staff)
+    assert client.get(reverse("admin:connectors_erpexport_payload", args=[export.pk])).status_code == 404
+
+
+def test_the_draft_page_tells_its_story(admin_client: Client, make_draft, local_connection, local_dropzone,
+                                        django_capture_on_commit_callbacks) -> None:
+    draft = make_draft()
+    push([draft], django_capture_on_commit_callbacks, actor="alice")
+    export = ERPExport.objects.get()
+    answer(local_dropzone, export, {"status": "rejected", "errors": [{"message": "BOLT-M8X41 is unknown"}]})
+    polling.poll_connection(connection=local_connection, force=True)
+    page = admin_client.get(reverse("admin:orderflow_draftorder_change", args=[draft.pk])).content.decode()
+    assert "of-status-rejected" in page and "BOLT-M8X41 is unknown" in page
+    story = page[page.index("of-timeline"):]
+    assert story.index("alice") < story.index("Delivered") < story.index("rejected by the ERP")
+    listing = admin_client.get(reverse("admin:orderflow_draftorder_changelist")).content.decode()
+    assert "BOLT-M8X41 is unknown" in listing  # the reason, not just "Rejected by ERP"
+
+
+def test_an_overdue_ack_shows_on_the_drafts_too(admin_client: Client, make_draft, local_connection,
+                                                django_capture_on_commit_callbacks) -> None:
+    push([make_draft()], django_capture_on_commit_callbacks)
+    ERPExport.objects.update(sent_at=timezone.now() - timedelta(hours=3))
+    listing = admin_client.get(reverse("admin:orderflow_draftorder_changelist")).content.decode()
+    assert "ack overdue" in listing
+
+
+def test_poll_now_and_deliver_now_are_posts_with_their_permission(
+    admin_client: Client, client: Client, make_draft, local_connection, local_dropzone, org,
+    django_capture_on_commit_callbacks,
+) -> None:
+    change = reverse("admin:connectors_erpconnection_change", args=[local_connection.pk])
+    html = admin_client.get(change).content.decode()
+    assert "of-poll-now" in html and "of-deliver-now" in html
+    poll_now = reverse("admin:connectors_erpconnection_poll_now", args=[local_connection.pk])
+    assert admin_client.get(poll_now).status_code == 405
+    DraftOrder.objects.filter(pk=make_draft().pk).update(status="APPROVED")
+    export = ERPExport.objects.create(draft=DraftOrder.objects.get(), connection=local_connection,
+                                      next_attempt_at=timezone.now() + timedelta(hours=1))
+    ERPExport.objects.filter(pk=export.pk).update(next_attempt_at=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:connectors_erpconnection_deliver_now",
+                                             args=[local_connection.pk]), follow=True)
+    assert "A delivery run of" in response.content.decode()
+    assert ERPExport.objects.get().status == "SENT"
+    answer(local_dropzone, ERPExport.objects.get(), {"status": "accepted", "erp_order_number": "SO-7"})
+    ERPConnection.objects.update(next_poll_at=timezone.now() + timedelta(hours=1))  # not due: forced anyway
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(poll_now, follow=True)
+    assert DraftOrder.objects.get().status == "CONFIRMED"
+
+    staff = User.objects.create_user("viewer", password=None, is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_erpconnection"))
+    org.members.add(staff)
+    client.force_login(staff)
+    assert "of-poll-now" not in client.get(change).content.decode()
+    assert client.post(poll_now).status_code == 403
+
+
+def test_after_a_key_change_the_failed_exports_are_one_click_away(
+    admin_client: Client, make_draft, local_connection, local_dropzone, django_capture_on_commit_callbacks,
+) -> None:
+    ERPConnection.objects.filter(pk=local_connection.pk).update(export_path="/missing")
+    push([make_draft(order_number="PO-1"), make_draft(order_number="PO-2")], django_capture_on_commit_callbacks)
+    assert ERPExport.objects.filter(status="FAILED").count() == 2
+    ERPConnection.objects.filter(pk=local_connection.pk).update(export_path="/dropzone/inbound")
+    change = reverse("admin:connectors_erpconnection_change", args=[local_connection.pk])
+    assert "Retry 2 failed exports" in admin_client.get(change).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:connectors_erpconnection_retry_failed",
+                                             args=[local_connection.pk]), follow=True)
+    assert "2 failed export(s)" in response.content.decode()
+    assert ERPExport.objects.filter(status="SENT").count() == 2
+    assert DraftOrder.objects.filter(status="PUSHED").count() == 2
+    assert ConnectorEvent.objects.filter(kind="delivery_retry_requested", actor="admin").count() == 2
