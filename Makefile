@@ -33,16 +33,15 @@ lock:
 	$(PIP_COMPILE) --constraint requirements.lock --output-file requirements-test.lock requirements-test.txt
 	rm -rf $(LOCK_VENV)
 
+# The last step runs runserver and qcluster under one supervisor (orderflow/devenv.py): one Ctrl-C stops both
+# quietly and make exits 0.  The cluster logs warnings and errors only; QCLUSTER_LOG_LEVEL=INFO shows every task.
 run: $(VENV)/.run-deps
 	$(PY) -m orderflow.devenv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
 	$(PY) manage.py create_demo_admin
 	@echo "Admin: http://$(HOST)/admin/  (Ctrl-C stops the web server and the task cluster)"
-	@trap 'kill 0' INT TERM EXIT; \
-	  $(PY) manage.py qcluster & \
-	  $(PY) manage.py runserver $(HOST) --noreload; \
-	  wait
+	@$(PY) -m orderflow.devenv serve $(HOST)
 
 test: $(VENV)/.test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
