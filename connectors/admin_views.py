@@ -22,9 +22,11 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
 
 from .models import ERPConnection, ERPExport
 from .services.connection_test import PinError, pin_host_key, presented_key, test_connection
+from .services.keys import generate_key_pair
 from .services.overrides import failed_exports, retry_exports
 from .services.pushing import enqueue_delivery, enqueue_poll
 
@@ -160,4 +162,18 @@ def retry_failed_view(model_admin: admin.ModelAdmin, request: HttpRequest, objec
         raise PermissionDenied
     counts = retry_exports(exports=failed_exports(conn), actor=request.user.get_username())
     messages.success(request, f"{counts.done} failed export(s) of {conn} queued for delivery again.")
+    return HttpResponseRedirect(reverse("admin:connectors_erpconnection_change", args=[conn.pk]))
+
+
+def generate_key_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """POST (change permission): a new Ed25519 key pair; shows the public line to send to the ERP's admin."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    conn = _connection(model_admin, request, object_id)
+    if not model_admin.has_change_permission(request, conn):
+        raise PermissionDenied
+    line = generate_key_pair(connection=conn, actor=request.user.get_username())
+    messages.success(request, format_html("New key pair generated; the private key is stored encrypted. Send this "
+                                          "public key to the ERP's admin for user {}: <code class=\"of-public-key\">"
+                                          "{}</code>", conn.username or "(none yet)", line))
     return HttpResponseRedirect(reverse("admin:connectors_erpconnection_change", args=[conn.pk]))

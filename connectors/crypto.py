@@ -235,3 +235,26 @@ class EncryptedTextField(models.TextField):
 
         # A form that does not choose its own widget must still never render a stored secret.
         return super().formfield(**{"widget": forms.PasswordInput(render_value=False), **kwargs})
+
+
+# -- a secret typed into a form that came back with an error ------------------------------------
+
+KEPT_TTL_SECONDS = 3600
+
+
+def keep_typed(value: str, *, purpose: str) -> str:
+    """Ciphertext of a typed secret for a hidden form field, so a form error does not lose it.
+
+    Bound to ``purpose`` (which form and field) and valid for an hour; the page never holds the plaintext.
+    """
+    return _fernet().encrypt(f"{purpose}\0{value}".encode()).decode("ascii")
+
+
+def typed_back(token: str, *, purpose: str) -> str | None:
+    """The secret kept by :func:`keep_typed` for this purpose, or None (expired, forged, other purpose)."""
+    try:
+        text = _fernet().decrypt(token.encode("ascii"), ttl=KEPT_TTL_SECONDS).decode("utf-8")
+    except (InvalidToken, UnicodeError, ValueError):
+        return None
+    bound, _, value = text.partition("\0")
+    return value if bound == purpose and value else None

@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from .crypto import keep_typed, typed_back
 from .mapping import validate_mapping
 from .models import ERPConnection
 from .transports import TransportError
@@ -25,11 +26,20 @@ class WriteOnlyTextarea(forms.Textarea):
 
 class ERPConnectionForm(forms.ModelForm):
     """Secrets are never rendered back: an empty input keeps the stored value,
-    a "clear" box removes it.  The help text says whether one is stored."""
+    a "clear" box removes it.  The help text says whether one is stored.
+
+    A secret typed into a form that comes back with an error (another field
+    was wrong) is kept as ciphertext in a hidden field, bound to this form and
+    field for an hour, and used when the form is sent again with the input
+    left empty: it is never silently dropped, and the page never holds it.
+    """
 
     clear_password = forms.BooleanField(required=False, label="Clear the stored password")
     clear_private_key = forms.BooleanField(required=False, label="Clear the stored private key")
     clear_private_key_passphrase = forms.BooleanField(required=False, label="Clear the stored passphrase")
+    kept_password = forms.CharField(required=False, widget=forms.HiddenInput)
+    kept_private_key = forms.CharField(required=False, widget=forms.HiddenInput)
+    kept_private_key_passphrase = forms.CharField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = ERPConnection
@@ -59,10 +69,14 @@ class ERPConnectionForm(forms.ModelForm):
             field.required = False
             # Never put the stored secret into the page, not even in a textarea.
             self.initial[name] = ""
-            field.help_text = (
-                "A value is stored. Leave empty to keep it; type a new one to replace it."
-                if stored else "Nothing stored."
-            )
+            if self._kept(name):
+                field.help_text = ("What you typed before is kept (encrypted) and will be saved with this form; "
+                                   "leave empty to use it, or type it again.")
+            else:
+                field.help_text = (
+                    "A value is stored. Leave empty to keep it; type a new one to replace it."
+                    if stored else "Nothing stored."
+                )
 
     def clean_host_key(self) -> str:
         """A pasted pin must be what the transport can check: an OpenSSH key line, or a SHA-256 fingerprint."""
@@ -91,11 +105,41 @@ class ERPConnectionForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        org, active = cleaned.get("organization"), cleaned.get("is_active")
+        if org and active:
+            other = ERPConnection.objects.filter(organization=org, is_active=True).exclude(pk=self.instance.pk).first()
+            if other is not None:  # say which one: the constraint's own message cannot
+                self.add_error("is_active", f"{org} already has an active connection: “{other.name}”. Deactivate "
+                                            "it first (answers to what it delivered keep being read: it shows "
+                                            "as draining), then activate this one.")
         for name in SECRET_FIELDS:
             if name not in self.fields:
                 continue
+            if not cleaned.get(name) and (kept := self._kept(name)):
+                cleaned[name] = kept  # typed before a form error, kept encrypted in the page
             if cleaned.get(f"clear_{name}"):
                 cleaned[name] = ""
             elif not cleaned.get(name) and self.instance.pk:
                 cleaned[name] = getattr(self.instance, name)
         return cleaned
+
+    # -- typed secrets kept across a form error ------------------------------------------------
+    def _purpose(self, name: str) -> str:
+        return f"connection-form:{self.instance.pk or 'new'}:{name}"
+
+    def _kept(self, name: str) -> str | None:
+        token = self.data.get(f"kept_{name}", "") if self.is_bound else ""
+        return typed_back(token, purpose=self._purpose(name)) if token else None
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if self.errors and self.is_bound:
+            data = self.data.copy()  # the page shows the kept ciphertext, never what was typed
+            for name in SECRET_FIELDS:
+                typed = self.data.get(name, "")
+                if name in self.fields and typed:
+                    data[f"kept_{name}"] = keep_typed(typed, purpose=self._purpose(name))
+                    text = "What you typed is kept (encrypted) and will be saved once the errors are fixed; " \
+                           "leave this empty to use it."
+                    self.fields[name].help_text = self[name].help_text = text  # BoundFields copy it when made
+            self.data = data

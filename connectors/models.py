@@ -41,6 +41,8 @@ class ERPConnection(models.Model):
     password = EncryptedTextField(blank=True)
     private_key = EncryptedTextField(blank=True, help_text="OpenSSH or PEM private key (ed25519, RSA, ECDSA).")
     private_key_passphrase = EncryptedTextField(blank=True)
+    # The public half of a key pair generated here ("Generate key pair"): what to send to the ERP's admin.
+    client_public_key = models.TextField(blank=True, editable=False)
     host_key = models.TextField(
         blank=True,
         help_text="The pinned server identity: an OpenSSH public key line for SFTP, a SHA256 certificate "

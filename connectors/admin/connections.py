@@ -27,7 +27,8 @@ from .common import actor
 
 SECRET_POST_FIELDS = ("password", "private_key", "private_key_passphrase")
 CREDENTIALS = ("password", "clear_password", "private_key", "clear_private_key", "private_key_passphrase",
-               "clear_private_key_passphrase")
+               "clear_private_key_passphrase", "kept_password", "kept_private_key", "kept_private_key_passphrase",
+               "client_public_key")
 
 
 @admin.register(ERPConnection)
@@ -69,6 +70,8 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
                  name="connectors_erpconnection_deliver_now"),
             path("<path:object_id>/retry-failed/", wrap(admin_views.retry_failed_view),
                  name="connectors_erpconnection_retry_failed"),
+            path("<path:object_id>/generate-key/", wrap(admin_views.generate_key_view),
+                 name="connectors_erpconnection_generate_key"),
             *super().get_urls(),
         ]
 
@@ -79,6 +82,7 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
             "can_run_now": request.user.has_perm("connectors.run_now"),
             "failed_count": failed_exports(conn).count() if conn else 0,
             "can_retry": request.user.has_perm("connectors.retry_export"),
+            "can_generate_key": bool(conn) and self.has_change_permission(request, conn),
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **buttons})
 
@@ -86,12 +90,15 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
         fieldsets = list(super().get_fieldsets(request, obj))
         if obj is not None and not self.has_change_permission(request, obj):
             # Without change permission: no secret field at all, only whether one is stored.
-            return [(name, {**opts, "fields": ("credentials",)}) if opts["fields"] == CREDENTIALS
+            return [(name, {**opts, "fields": ("credentials", "client_public_key")}) if opts["fields"] == CREDENTIALS
                     else (name, opts) for name, opts in fieldsets]
         return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: ERPConnection | None = None) -> tuple[str, ...]:
-        return (*self.readonly_fields, "credentials")
+        return (*self.readonly_fields, "credentials", "client_public_key")
+
+    class Media:
+        js = ("connectors/connection_form.js",)  # shows the fields of the chosen transport only
 
     @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
     def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
