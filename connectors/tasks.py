@@ -7,7 +7,6 @@ so that is safe.
 from __future__ import annotations
 
 from django.conf import settings
-from django_q.tasks import async_task
 
 from .models import ERPConnection
 from .services import delivery, events, lifecycle, polling, pushing
@@ -37,15 +36,15 @@ def poll_connection(connection_id: int, force: bool = False) -> str:
     connection = ERPConnection.objects.filter(pk=connection_id).first()
     if connection is None:
         return f"connection {connection_id} no longer exists"
-    report = polling.poll_connection(connection=connection, force=force)
-    return str(report) if report else f"{connection}: not due, or polled by another worker"
+    reports = polling.poll_until_next_schedule(connection=connection, force=force)
+    return "; ".join(map(str, reports)) if reports else f"{connection}: not due, or polled by another worker"
 
 
 def poll_all_due() -> str:
     """The every-minute schedule: one poll task per connection whose interval has passed (draining ones too)."""
     due = list(polling.due_connections().values_list("pk", flat=True))
     for connection_id in due:
-        async_task("connectors.tasks.poll_connection", connection_id, task_name=f"poll connection {connection_id}")
+        pushing.enqueue_poll(connection_id)
     return f"poll enqueued for {len(due)} connection(s)"
 
 

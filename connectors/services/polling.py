@@ -37,6 +37,7 @@ MAX_ACKS_PER_POLL = 500  # one run ends well inside the task timeout; the rest i
 CHUNK = 50  # acks read, applied (one transaction) and moved together
 RECHECK_MAX_SECONDS = 15  # new files that will be old enough this soon are re-checked within the run
 SCHEDULE_JITTER_SECONDS = 5  # a connection due this soon polls on this schedule run, not the next
+POLL_TASK_SECONDS = 50  # a poll task with a short interval keeps polling this long: within the minute schedule
 # Our clock for readiness (a seam for tests: waiting a minimum age for real would make them slow).
 _clock: Callable[[], float] = time.time
 _sleep: Callable[[float], None] = time.sleep
@@ -308,3 +309,27 @@ def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: 
     elif report.handled:
         record_events([EventSpec(kind="poll_done", connection_id=conn.pk, message=str(report),
                                  details={"outcomes": report.outcomes})])
+
+
+def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False,
+                             budget: float = POLL_TASK_SECONDS) -> list[PollReport]:
+    """Poll now, and again each time the connection's interval passes, while the next run still fits in ``budget``.
+
+    The schedule runs every minute; a connection polled every 10 s is polled
+    by one task that stays within the minute.  Each poll claims the
+    connection again, so any number of clusters stay safe.
+    """
+    reports: list[PollReport] = []
+    ends = time.monotonic() + budget
+    while True:
+        report = poll_connection(connection=connection, force=force)
+        if report is None:  # not due, or someone else polls it
+            break
+        reports.append(report)
+        force = False
+        connection.refresh_from_db(fields=["poll_interval_seconds", "next_poll_at", "is_active"])
+        wait = (connection.next_poll_at - timezone.now()).total_seconds() if connection.next_poll_at else 0
+        if report.error or connection.poll_interval_seconds >= 60 or time.monotonic() + max(wait, 0) > ends:
+            break
+        _sleep(max(wait, 0))
+    return reports

@@ -120,7 +120,7 @@ def test_deliver_all_due_delivers_due_and_waiting_exports(
 
 def test_poll_all_due_polls_only_due_connections(
     db: None, sync_tasks: None, make_draft: Callable[..., DraftOrder], local_connection: ERPConnection,
-    make_connection: Callable[..., ERPConnection], tmp_path: Path,
+    make_connection: Callable[..., ERPConnection], tmp_path: Path, django_capture_on_commit_callbacks: Callable,
 ) -> None:
     other_org = Organization.objects.create(slug="globex", name="Globex")
     (tmp_path / "globex").mkdir()
@@ -131,7 +131,8 @@ def test_poll_all_due_polls_only_due_connections(
     idle_export, idle_ack = sent_export_with_ack(make_draft(organization=other_org, order_number="PO-2"),
                                                  polled_recently)
 
-    task = run_schedule(POLL)
+    with django_capture_on_commit_callbacks(execute=True):  # polls are enqueued once a transaction commits
+        task = run_schedule(POLL)
 
     assert task.result == "poll enqueued for 1 connection(s)"
     due_export.refresh_from_db()

@@ -287,3 +287,17 @@ def test_a_run_is_bounded_and_the_rest_follows(dropzone: Dropzone, make_draft, m
     assert ERPConnection.objects.get().next_poll_at <= timezone.now()  # due again at once
     assert poll(dropzone).outcomes == {"accepted": 2}
     assert ERPExport.objects.filter(status="ACKED").count() == 5
+
+
+def test_a_short_interval_is_polled_again_within_the_schedules_minute(dropzone: Dropzone, sent_export: ERPExport,
+                                                                      monkeypatch) -> None:
+    """The schedule runs every minute; a connection polled every few seconds is polled by one bounded task."""
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=1)  # 10 s in real life
+    conn = ERPConnection.objects.get(pk=dropzone.connection.pk)
+    reports = polling.poll_until_next_schedule(connection=conn, force=True, budget=2.5)
+    assert len(reports) >= 2  # polled, waited its interval, polled again, and stopped within the budget
+    dropzone.put_ack(f"ack_{stem(sent_export)}.json", ack_body(sent_export))
+    conn.refresh_from_db()
+    assert polling.poll_until_next_schedule(connection=conn, force=True, budget=0)[0].outcomes == {"accepted": 1}
+    ERPConnection.objects.filter(pk=conn.pk).update(poll_interval_seconds=60)
+    assert len(polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True)) == 1
