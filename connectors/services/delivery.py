@@ -42,6 +42,7 @@ from .lifecycle import Change, Outcome, Verb
 from .rowwrites import update_rows
 
 BATCH_LIMIT = 200  # exports per run: one run ends well inside the task timeout
+TASK_SECONDS = 50  # a delivery task keeps starting runs this long: within the minute schedule
 FREEZE_CHUNK = 25  # files frozen (archived and committed) per transaction, ahead of their upload
 FLUSH_EVERY = 20  # outcomes written per transaction ...
 FLUSH_SECONDS = 0.25  # ... or after this long, so a crash re-sends at most a few files
@@ -268,3 +269,16 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
             ERPConnection.objects.filter(pk=connection.pk).exclude(last_error_code="").update(last_error_code="")
     run.flush()  # not in `finally`: a run that is killed records nothing more (its lease expires)
     return report
+
+
+def delivery_runs(*, connection: ERPConnection, budget: float | None = None) -> Iterator[DeliveryReport]:
+    """Bounded runs one after the other until nothing is due (or ``budget`` seconds have passed): a drain.
+
+    Exports that met a fault are due again only after their back-off, so this ends.
+    """
+    ends = None if budget is None else time.monotonic() + budget
+    while ends is None or time.monotonic() < ends:
+        report = deliver_due_exports(connection=connection)
+        if not report.handled:
+            return
+        yield report

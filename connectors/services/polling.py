@@ -329,7 +329,8 @@ def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False,
         force = False
         connection.refresh_from_db(fields=["poll_interval_seconds", "next_poll_at", "is_active"])
         wait = (connection.next_poll_at - timezone.now()).total_seconds() if connection.next_poll_at else 0
-        if report.error or connection.poll_interval_seconds >= 60 or time.monotonic() + max(wait, 0) > ends:
+        again = report.more or connection.poll_interval_seconds < 60  # files left, or a short interval
+        if report.error or not again or time.monotonic() + max(wait, 0) > ends:
             break
         _sleep(max(wait, 0))
     return reports

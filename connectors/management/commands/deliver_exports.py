@@ -3,8 +3,6 @@ from django.core.management.base import BaseCommand, CommandError
 from connectors.models import ERPConnection
 from connectors.services import delivery, pushing
 
-MAX_RUNS = 10_000  # a backstop: each run claims only due exports, so the loop ends when none is left
-
 
 class Command(BaseCommand):
     help = ("Deliver every due export now (all active connections, or one), in bounded runs, "
@@ -26,10 +24,7 @@ class Command(BaseCommand):
         for conn in connections:
             pushing.attach_waiting_exports(connection=conn, enqueue=False)
             totals = {"sent": 0, "to retry": 0, "failed": 0}
-            for run in range(1, MAX_RUNS + 1):
-                report = delivery.deliver_due_exports(connection=conn)
-                if not report.handled:
-                    break
+            for run, report in enumerate(delivery.delivery_runs(connection=conn), start=1):
                 totals["sent"] += len(report.sent)
                 totals["to retry"] += len(report.retrying)
                 totals["failed"] += len(report.failed)
