@@ -92,11 +92,17 @@ def apply_acks(*, connection: ERPConnection, acks: Sequence[tuple[str, Ack]]) ->
     matches = _match(connection, acks)
     verbs: dict[Verb, list[tuple[str, Ack, ERPExport]]] = {}
     by_name: dict[str, Handled] = {}
+    first_for: dict[uuid.UUID, str] = {}
     for name, ack in acks:
         export = matches[name]
         if export is None:
             by_name[name] = Handled(name, "unmatched", f"{name} matches no export of this organization")
             continue
+        if export.pk in first_for:  # two answers in one chunk: the first one wins, as across polls
+            by_name[name] = Handled(name, "duplicate", f"{name}: {export} was already answered by "
+                                                       f"{first_for[export.pk]}; first answer kept", export.pk)
+            continue
+        first_for[export.pk] = name
         verb, _change_ = _change(name, ack, export)
         verbs.setdefault(verb, []).append((name, ack, export))
     try:

@@ -171,6 +171,8 @@ def transition(verb: Verb, changes: Sequence[Change], *, token: uuid.UUID | None
     if not changes:
         return []
     by_id = {c.export_id: c for c in changes}
+    if len(by_id) != len(changes):
+        raise ValueError(f"{verb}: one change per export")  # callers decide which of two answers counts
     now = timezone.now()
     with transaction.atomic():
         draft_ids = set(ERPExport.objects.filter(pk__in=list(by_id)).values_list("draft_id", flat=True))
