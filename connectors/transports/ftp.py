@@ -7,23 +7,19 @@ Every network operation ends within its deadline of wall-clock time
 (``connect_timeout`` for connecting, banner and TLS handshake; ``operation_timeout``
 for each later command, transfer or listing), whatever the server sends: a socket
 timeout restarts with every byte, so a server dripping ``220-`` lines or a
-multi-line reply would hold a recv forever.  A watchdog shuts the sockets down
-when time is up, which ends any blocked recv; the fault is ``ErrorCode.TIMEOUT``
-and the next operation reconnects.
+multi-line reply would hold a recv forever.  The shared watchdog (``deadline.py``)
+shuts the sockets down when time is up, which ends any blocked recv; the fault is
+``ErrorCode.TIMEOUT`` and the next operation reconnects.
 """
 
 from __future__ import annotations
 
 import calendar
 import ftplib
-import heapq
 import io
-import itertools
-import os
 import posixpath
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -36,6 +32,7 @@ from .base import (
     TransportError,
     TransportSettings,
 )
+from .deadline import Deadline, deadline
 
 _NOT_FOUND_WORDS = ("no such ", "not found", "does not exist", "doesn't exist", "cannot find", "can't find")
 _PERMISSION_WORDS = ("permission", "denied", "privilege", "not allowed", "forbidden", "read-only", "read only")
@@ -73,47 +70,6 @@ def _cut(ftp: ftplib.FTP | None) -> None:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _Watchdog:
-    """One daemon thread for the whole process that runs callbacks when their deadline passes.
-
-    Arming is a heap push under a lock, not a thread per operation (thousands of
-    operations a batch); the thread is woken only for a deadline earlier than all
-    it knows.  Nothing is cancelled: a callback checks whether its operation is
-    still running (see ``FTPTransport._fire``).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._order = itertools.count()  # ties never compare the callbacks
-        self._thread: threading.Thread | None = None
-
-    def arm(self, seconds: float, callback: Callable[[], None]) -> None:
-        when = time.monotonic() + seconds
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="ftp-deadlines", daemon=True)
-                self._thread.start()
-            if not self._heap or when < self._heap[0][0]:
-                self._cond.notify()
-            heapq.heappush(self._heap, (when, next(self._order), callback))
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                while self._heap and self._heap[0][0] <= now:
-                    _when, _n, callback = heapq.heappop(self._heap)
-                    with suppress(Exception):  # one failing callback must not stop every deadline
-                        callback()
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
-
-
-_watchdog = _Watchdog()
-# A forked worker inherits the watchdog but not its thread: give the child a fresh one.
-os.register_at_fork(after_in_child=lambda: globals().update(_watchdog=_Watchdog()))
-
-
 class _Client(ftplib.FTP):
     """``ftplib.FTP`` that keeps its current data connection where a deadline can cut it."""
 
@@ -138,13 +94,10 @@ class FTPTransport(Transport):
         self._ascii = False  # ftplib switches to TYPE A for every listing; SIZE and RETR need TYPE I
         self._home = "/"
         self._where = f"{settings.host}:{settings.port or 21}"
-        # The running operation's deadline: the client it talks to (what the watchdog cuts),
-        # a token naming the operation, and whether the watchdog fired.
+        # The running operation: the client it talks to (what its deadline cuts) and the deadline.
         self._wire: ftplib.FTP | None = None
-        self._op: object | None = None
-        self._expired = False
+        self._running: Deadline | None = None
         self._limit = settings.operation_timeout
-        self._op_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> None:
@@ -212,45 +165,26 @@ class FTPTransport(Transport):
         "succeeded" (a cut transfer may look complete); the connection is stale
         either way.  Nested deadlines are no-ops: the outermost operation's rules.
         """
-        if self._op is not None:
-            with self._expiry():
+        if self._running is not None:
+            with self._running.guard():  # whatever breaks after the outer cut is the timeout
                 yield
             return
-        op = self._op = object()
-        self._expired, self._limit = False, seconds
+        self._limit = seconds
         wire = self._wire
         if wire is not None:  # also the socket timeout: no single wait outlives the deadline
             wire.timeout = seconds  # ftplib's timeout for new data connections
             if wire.sock is not None:
                 wire.sock.settimeout(seconds)
-        _watchdog.arm(seconds, lambda: self._fire(op))
         try:
-            with self._expiry():
+            with deadline(seconds, self._expire) as self._running:
                 yield
         finally:
-            with self._op_lock:  # after this, a late watchdog finds its operation over and does nothing
-                self._op = None
-        if self._expired:
-            raise TimeoutError("the operation's deadline passed")
+            self._running = None
 
-    @contextmanager
-    def _expiry(self) -> Iterator[None]:
-        """Whatever breaks after the watchdog cut the sockets (EOF, reset, a TLS error) is the timeout."""
-        try:
-            yield
-        except TransportError:
-            raise
-        except Exception as err:
-            if self._expired:
-                raise TimeoutError("the operation's deadline passed") from err
-            raise
-
-    def _fire(self, op: object) -> None:
-        with self._op_lock:
-            if self._op is not op:
-                return
-            self._expired = self._stale = True
-            _cut(self._wire)
+    def _expire(self) -> None:
+        """The deadline's cut, on the watchdog thread: whatever the operation talks to now (FTPS swaps it)."""
+        self._stale = True
+        _cut(self._wire)
 
     # -- error mapping -------------------------------------------------------
     def _fail(self, operation: str, path: str, reason: str, code: str, permanent: bool) -> TransportError:

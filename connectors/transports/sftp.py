@@ -2,8 +2,17 @@
 
 The host key is checked right after the key exchange, before any credential is
 sent, against the pinned OpenSSH public key line: no "trust on first use".
-Every network wait has a deadline from the settings; every fault leaves as
-:class:`TransportError` naming the operation, the path and host:port.
+Every fault leaves as :class:`TransportError` naming the operation, the path and host:port.
+
+Every network wait has a deadline of wall-clock time: ``connect_timeout`` for
+connecting and the key exchange, ``operation_timeout`` for logging in, opening a
+channel and each operation.  paramiko's channel timeout restarts with every packet,
+so a server that drips a reply (or answers other requests meanwhile) would hold an
+operation forever; instead the shared watchdog (``deadline.py``) closes the
+operation's channel when its time is up (``ErrorCode.TIMEOUT``) and asks the SSH
+connection for a keepalive reply: a connection that does not answer within a few
+seconds is stuck, so it is cut, which ends every lane's wait.  A cut channel or
+connection stays cut: later operations fail at once, until the transport is reopened.
 """
 
 from __future__ import annotations
@@ -13,8 +22,9 @@ import posixpath
 import socket
 import stat as stat_mode
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import paramiko
 
@@ -27,10 +37,17 @@ from .base import (
     TransportSettings,
     permanent,
 )
+from .deadline import Deadline, DeadlineExceeded, after, deadline
 from .ssh_keys import fingerprint, load_private_key, parse_public_key
 
 # A host key line says "ssh-rsa", but servers sign with these algorithms (paramiko 5 dropped SHA-1).
 _HOST_KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
+#: How long a connection may take to answer a keepalive after an operation's deadline before it is cut.
+_PROBE_GRACE = 5.0
+#: Closing never waits longer than this: a connection that cannot take a close message is cut.
+_CLOSE_LIMIT = 2.0
+
+
 def _classify(err: BaseException) -> tuple[str, bool, str]:
     """``(code, permanent, reason)`` of a low-level error, looking through its causes."""
     seen: BaseException | None = err
@@ -38,7 +55,7 @@ def _classify(err: BaseException) -> tuple[str, bool, str]:
     while seen is not None and id(seen) not in visited:
         visited.add(id(seen))
         if isinstance(seen, TimeoutError):  # socket.timeout is an alias
-            return ErrorCode.TIMEOUT, False, "timed out"
+            return ErrorCode.TIMEOUT, False, str(seen) if isinstance(seen, DeadlineExceeded) else "timed out"
         if isinstance(seen, socket.gaierror):
             return ErrorCode.DNS, False, "host name could not be resolved"
         if isinstance(seen, ConnectionRefusedError):
@@ -53,6 +70,54 @@ def _classify(err: BaseException) -> tuple[str, bool, str]:
     return ErrorCode.NETWORK, False, f"connection lost ({type(err).__name__}{': ' if str(err) else ''}{err})"
 
 
+def _spawn(target: Callable[[], Any]) -> None:
+    """Run ``target`` on a short-lived daemon thread, errors ignored: what may block, off the watchdog's thread."""
+
+    def run() -> None:
+        with suppress(Exception):
+            target()
+
+    threading.Thread(target=run, name="sftp-cut", daemon=True).start()
+
+
+def _shut(sock: socket.socket | None) -> None:
+    """Cut the connection: paramiko's thread reads EOF, the transport dies and every channel's wait ends."""
+    if sock is not None:
+        with suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _abandon(chan: paramiko.Channel | None, ssh: paramiko.Transport, sock: socket.socket, grace: float) -> None:
+    """An operation's deadline passed (on the watchdog thread, which must not block).
+
+    Closing the channel ends its waits at once: paramiko closes its buffers before
+    it sends the close message, which a stuck connection may never take.  Meanwhile
+    the connection is asked for a keepalive reply; without one within ``grace`` the
+    connection itself is stuck and is cut, so the other lanes stop waiting too.
+    """
+    if chan is not None:
+        _spawn(chan.close)
+    answered = threading.Event()
+
+    def ask() -> None:
+        with suppress(Exception):  # any reply, even a refusal, shows the connection is alive
+            ssh.global_request("keepalive@openssh.com", wait=True)
+        answered.set()
+
+    _spawn(ask)
+    after(grace, lambda: answered.is_set() or _shut(sock))
+
+
+def _close_all(sock: socket.socket | None, *things: Any) -> None:
+    """Close ``things`` in order; never raises, and never waits long: a connection that cannot take
+    a close message within _CLOSE_LIMIT is stuck, so it is cut."""
+    with suppress(Exception), deadline(_CLOSE_LIMIT, lambda: _shut(sock)):
+        for thing in things:
+            if thing is not None:
+                with suppress(Exception):
+                    thing.close()
+
+
 class SFTPTransport(Transport):
     def __init__(self, settings: TransportSettings) -> None:
         super().__init__(settings)
@@ -63,18 +128,42 @@ class SFTPTransport(Transport):
         self._sock: socket.socket | None = None
         self._ssh: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._running: Deadline | None = None  # the deadline of the operation under way on this handle
 
     @contextmanager
     def _errors(self, action: str, path: str = "") -> Iterator[None]:
-        """Anything raised inside leaves as a TransportError naming the operation."""
+        """Anything raised inside leaves as a TransportError naming the operation.
+
+        Inside an operation whose deadline passed, whatever broke is the timeout.
+        """
         try:
             yield
         except TransportError:
             raise
         except Exception as err:
-            code, is_permanent, reason = _classify(err)
+            running = self._running
+            expired = running is not None and running.expired
+            code, is_permanent, reason = _classify(DeadlineExceeded(running.seconds) if expired else err)
             target = f"{path} on {self.where}" if path else self.where
             raise TransportError(f"SFTP {action} {target}: {reason}", permanent=is_permanent, code=code) from err
+
+    @contextmanager
+    def _operation(self, action: str, path: str = "") -> Iterator[paramiko.SFTPClient]:
+        """One operation on this handle's channel, within operation_timeout of wall-clock time."""
+        with self._errors(action, path):
+            sftp = self._client(action, path)
+            try:
+                with deadline(self.settings.operation_timeout, self._cutter(sftp.get_channel)) as self._running:
+                    yield sftp
+            finally:
+                self._running = None
+
+    def _cutter(self, channel: Callable[[], paramiko.Channel | None]) -> Callable[[], None]:
+        """The cut of a deadline on ``channel()``; binds this connection, not whatever ``self`` holds later."""
+        ssh, sock = self._ssh, self._sock
+        assert ssh is not None and sock is not None
+        grace = min(_PROBE_GRACE, self.settings.operation_timeout)
+        return lambda: _abandon(channel(), ssh, sock, grace)
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> None:
@@ -162,60 +251,63 @@ class SFTPTransport(Transport):
         raise permanent(f"{self.where} refused the login of user {s.username!r} with the {tried}", ErrorCode.AUTH)
 
     def _open_sftp(self) -> paramiko.SFTPClient:
-        """A new SFTP channel; each of its reads and writes waits at most operation_timeout."""
-        assert self._ssh is not None
-        timeout = self.settings.operation_timeout
+        """A new SFTP channel, opened (subsystem and version exchange too) within operation_timeout."""
+        ssh, timeout = self._ssh, self.settings.operation_timeout
+        assert ssh is not None
+        opened: list[paramiko.Channel] = []
         try:
-            chan = self._ssh.open_session(timeout=timeout)
-        except paramiko.SSHException as err:  # paramiko words its channel-open timeout only in the text
-            if "timeout" in str(err).lower():
-                raise TimeoutError("opening a channel") from err
+            with deadline(timeout, self._cutter(lambda: opened[0] if opened else None)) as limit:
+                try:
+                    opened.append(ssh.open_session(timeout=timeout))
+                except paramiko.SSHException as err:  # paramiko words its channel-open timeout only in the text
+                    if "timeout" in str(err).lower():
+                        raise TimeoutError("opening a channel") from err
+                    raise
+                if limit.expired:  # the cut came before there was a channel to close
+                    raise DeadlineExceeded(timeout)
+                chan = opened[0]
+                chan.settimeout(2 * timeout + 5)  # backstop only: the deadline ends every wait first
+                try:
+                    chan.invoke_subsystem("sftp")  # waits without a limit of its own; the cut ends it
+                except Exception as err:
+                    if not limit.expired and ssh.is_active():  # the login worked but the server said no to SFTP
+                        raise permanent(f"{self.where} refused the SFTP subsystem for user {self.settings.username!r} "
+                                        "(is SFTP enabled for this account?)", ErrorCode.PERMISSION) from err
+                    raise
+                return paramiko.SFTPClient(chan)
+        except BaseException:
+            for chan in opened:
+                if not chan.closed:  # after a cut, closing is already under way
+                    _close_all(self._sock, chan)
             raise
-        chan.settimeout(timeout)
-        fired = threading.Event()
-
-        def give_up() -> None:  # invoke_subsystem itself waits forever; a closed channel ends the wait
-            fired.set()
-            chan.close()
-
-        watchdog = threading.Timer(timeout, give_up)
-        watchdog.start()
-        try:
-            chan.invoke_subsystem("sftp")
-        except Exception as err:
-            chan.close()
-            if fired.is_set():
-                raise TimeoutError("sftp subsystem") from err
-            if self._ssh.is_active():  # the login worked but the server said no to SFTP: no retry heals that
-                raise permanent(f"{self.where} refused the SFTP subsystem for user {self.settings.username!r} "
-                                "(is SFTP enabled for this account?)", ErrorCode.PERMISSION) from err
-            raise
-        finally:
-            watchdog.cancel()
-        return paramiko.SFTPClient(chan)
 
     def close(self) -> None:
-        for thing in (self._sftp, self._ssh, self._sock):
-            with suppress(Exception):
-                if thing is not None:
-                    thing.close()
+        things = (self._sftp, self._ssh, self._sock)
         self._sftp = self._ssh = self._sock = None
+        _close_all(things[2], *things)
 
-    def _client(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
+    def _client(self, action: str, path: str) -> paramiko.SFTPClient:
+        """This handle's SFTP client; fails at once when its channel or the connection is gone."""
+        sftp, ssh = self._sftp, self._ssh
+        if sftp is None or ssh is None:
             raise TransportError(f"the SFTP connection to {self.where} is not open", code=ErrorCode.NETWORK)
-        return self._sftp
+        if not ssh.is_active() or sftp.get_channel().closed:  # a closed channel fails at once, never waits
+            what = "SFTP channel" if ssh.is_active() else "SSH connection"
+            target = f"{path} on {self.where}" if path else self.where
+            raise TransportError(f"SFTP {action} {target}: the {what} is closed (an earlier operation timed out, "
+                                 "or the server closed it); the next connection retries", code=ErrorCode.NETWORK)
+        return sftp
 
-    # -- primitives ----------------------------------------------------------
+    # -- primitives: each one operation under one deadline ----------------------
     def list_dir(self, directory: str) -> list[RemoteFile]:
-        with self._errors("list", directory):
-            entries = self._client().listdir_attr(directory)  # attributes come with the names: no stat per file
+        with self._operation("list", directory) as sftp:
+            entries = sftp.listdir_attr(directory)  # attributes come with the names: no stat per file
         return [_remote_file(a.filename, a) for a in entries if a.st_mode is not None and stat_mode.S_ISREG(a.st_mode)]
 
     def stat(self, path: str) -> RemoteFile | None:
         try:
-            with self._errors("stat", path):
-                return _remote_file(posixpath.basename(path), self._client().stat(path))
+            with self._operation("stat", path) as sftp:
+                return _remote_file(posixpath.basename(path), sftp.stat(path))
         except TransportError as err:
             if err.code == ErrorCode.NOT_FOUND:
                 return None
@@ -223,7 +315,7 @@ class SFTPTransport(Transport):
 
     def read_file(self, path: str, *, max_bytes: int) -> bytes:
         too_large = f"{path} on {self.where} is larger than {max_bytes} bytes"
-        with self._errors("read", path), self._client().open(path, "rb") as fh:
+        with self._operation("read", path) as sftp, sftp.open(path, "rb") as fh:
             size = fh.stat().st_size
             if size is not None and size > max_bytes:
                 raise permanent(too_large, ErrorCode.TOO_LARGE)
@@ -235,45 +327,48 @@ class SFTPTransport(Transport):
         return data
 
     def write_file(self, path: str, data: bytes) -> None:
-        with self._errors("write", path), self._client().open(path, "wb") as fh:
+        with self._operation("write", path) as sftp, sftp.open(path, "wb") as fh:
             fh.set_pipelined(True)  # don't wait for each chunk's acknowledgement; close() checks them all
             fh.write(data)
 
     def rename(self, src: str, dst: str) -> None:
-        with self._errors(f"rename {src} to", dst):
-            self._client().rename(src, dst)  # SSH_FXP_RENAME: OpenSSH refuses an existing target
+        with self._operation(f"rename {src} to", dst) as sftp:
+            sftp.rename(src, dst)  # SSH_FXP_RENAME: OpenSSH refuses an existing target
 
     def rename_no_overwrite(self, src: str, dst: str) -> None:
         # The server's refusal is the atomic check; stat afterwards only tells why it refused.
         try:
             self.rename(src, dst)
         except TransportError as err:
+            if err.code in (ErrorCode.TIMEOUT, ErrorCode.NETWORK):  # the channel is gone: a stat would only fail too
+                raise
             if self.stat(dst) is not None:
                 raise permanent(f"{dst} already exists on {self.where}", ErrorCode.EXISTS) from err
             raise
 
     def remove(self, path: str) -> None:
-        with self._errors("remove", path):
-            self._client().remove(path)
+        with self._operation("remove", path) as sftp:
+            sftp.remove(path)
 
     def makedirs(self, path: str) -> None:
-        sftp, parts = self._client(), path.split("/")
-        for i, part in enumerate(parts):
-            current = "/".join(parts[: i + 1])
-            if not part:
-                continue
-            with self._errors("create directory", current):
-                try:
-                    sftp.mkdir(current)
-                except OSError as err:  # fine if it is (or meanwhile became) a directory
+        parts = path.split("/")
+        with self._operation("create directory", path) as sftp:  # one deadline for all levels
+            for i, part in enumerate(parts):
+                current = "/".join(parts[: i + 1])
+                if not part:
+                    continue
+                with self._errors("create directory", current):
                     try:
-                        mode = sftp.stat(current).st_mode
-                    except OSError:
-                        raise err from None
-                    if mode is not None and not stat_mode.S_ISDIR(mode):
-                        raise permanent(
-                            f"{current} on {self.where} exists and is not a directory", ErrorCode.EXISTS
-                        ) from err
+                        sftp.mkdir(current)
+                    except OSError as err:  # fine if it is (or meanwhile became) a directory
+                        try:
+                            mode = sftp.stat(current).st_mode
+                        except OSError:
+                            raise err from None
+                        if mode is not None and not stat_mode.S_ISDIR(mode):
+                            raise permanent(
+                                f"{current} on {self.where} exists and is not a directory", ErrorCode.EXISTS
+                            ) from err
 
     # -- lanes: one SFTP channel per thread ----------------------------------
     def open_lanes(self, count: int) -> list[Transport]:
@@ -286,7 +381,7 @@ class SFTPTransport(Transport):
             return lanes
         for _ in range(count - 1):
             lane = SFTPTransport(self.settings)
-            lane._ssh = self._ssh
+            lane._ssh, lane._sock = self._ssh, self._sock  # shared: a lane's deadline may have to cut the connection
             try:
                 lane._sftp = self._open_sftp()
             except (TransportError, paramiko.SSHException, OSError, EOFError):
@@ -297,8 +392,8 @@ class SFTPTransport(Transport):
     def close_lanes(self, lanes: list[Transport]) -> None:
         for lane in lanes:
             if lane is not self and isinstance(lane, SFTPTransport):
-                with suppress(Exception):
-                    lane._client().close()  # only its channel: the connection stays ours
+                _close_all(lane._sock, lane._sftp)  # only its channel: the connection stays ours
+                lane._sftp = lane._ssh = lane._sock = None
 
 
 def _remote_file(name: str, attrs: paramiko.SFTPAttributes) -> RemoteFile:

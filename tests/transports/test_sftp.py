@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from connectors.transports.base import (
 from connectors.transports.sftp import SFTPTransport
 from tests.fixtures.sftp import CLIENT_KEY_PASSPHRASE
 from tests.servers.blackhole import BlackholeServer, closed_port
+from tests.servers.drip_sftp import DrippingSFTPServer
+from tests.servers.relay import Relay
 from tests.servers.sshd import fingerprint, make_client_key
 
 
@@ -518,3 +521,150 @@ def test_upload_channels_setting_opens_that_many_sftp_sessions(sshd_server, sftp
     while sessions() - before < channels and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sessions() - before == channels
+
+
+# -- wall-clock deadlines: paramiko's channel timeout restarts with every packet ----------------------
+MARGIN = 3.0  # generous: the deadline is the timeout itself; this only absorbs a slow CI machine
+PROMPT = 1.0  # "at once": a later call on a cut channel or connection
+
+
+def timed_failure(call: Callable[[], object]) -> tuple[TransportError, float]:
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        call()
+    return info.value, time.monotonic() - started
+
+
+def assert_timed_out(call: Callable[[], object], limit: float) -> TransportError:
+    err, took = timed_failure(call)
+    assert err.code == ErrorCode.TIMEOUT and not err.permanent, err.message
+    assert took < limit + MARGIN, f"took {took:.1f} s for a {limit} s deadline"
+    return err
+
+
+def assert_fails_at_once(call: Callable[[], object]) -> TransportError:
+    err, took = timed_failure(call)
+    assert took < PROMPT, f"took {took:.1f} s: a cut channel or connection must fail at once"
+    assert not err.permanent
+    return err
+
+
+@pytest.fixture
+def drip_server() -> Iterator[DrippingSFTPServer]:
+    with DrippingSFTPServer() as server:
+        yield server
+
+
+@pytest.fixture
+def drip_dir(drip_server: DrippingSFTPServer) -> Path:
+    path = drip_server.key_user.fresh_dir("deadline")
+    (path / "drip.json").write_bytes(b"{}")
+    (path / "ok.json").write_bytes(b"ok")
+    return path
+
+
+# Each call names a path with "drip" where the server drips its reply (see tests/servers/drip_sftp.py).
+DRIPPING_OPERATIONS: dict[str, Callable[[SFTPTransport, Path], object]] = {
+    "stat": lambda t, d: t.stat(f"{d}/drip.json"),
+    "list_dir": lambda t, d: t.list_dir(f"{d}/drip"),
+    "read_file": lambda t, d: t.read_file(f"{d}/drip.json", max_bytes=100),  # OPEN answers, READ drips
+    "write_file": lambda t, d: t.write_file(f"{d}/drip-new.json", b"{}"),  # OPEN answers, WRITE drips
+    "rename": lambda t, d: t.rename(f"{d}/ok.json", f"{d}/drip-renamed.json"),
+    "rename_no_overwrite": lambda t, d: t.rename_no_overwrite(f"{d}/ok.json", f"{d}/drip-renamed.json"),
+    "remove": lambda t, d: t.remove(f"{d}/drip.json"),
+    "makedirs": lambda t, d: t.makedirs(f"{d}/drip/sub"),
+    "put_atomic": lambda t, d: t.put_atomic(str(d), "drip-put.json", b"{}"),  # and no second wait to clean up
+}
+
+
+@pytest.mark.parametrize("operation", sorted(DRIPPING_OPERATIONS))
+def test_dripping_reply_ends_at_the_operation_timeout(drip_server, drip_dir: Path, operation: str) -> None:
+    limit = 1.0
+    with connect(drip_server.settings(operation_timeout=limit)) as t:
+        err = assert_timed_out(lambda: DRIPPING_OPERATIONS[operation](t, drip_dir), limit)
+        assert drip_server.drips >= 1  # the server did drip (a byte every 0.2 s: no channel timeout fires)
+        assert f"within {limit:g} s" in err.message and drip_server.host in err.message
+        # The cut channel stays cut: later calls fail at once instead of waiting on it.
+        err = assert_fails_at_once(lambda: t.stat(f"{drip_dir}/ok.json"))
+        assert "closed" in err.message
+
+
+def test_a_lane_cut_at_its_deadline_leaves_the_other_lanes_working(drip_server, drip_dir: Path) -> None:
+    limit = 1.0
+    ok = f"{drip_dir}/ok.json"
+    with connect(drip_server.settings(operation_timeout=limit)) as t:
+        lanes = t.open_lanes(3)
+        assert len(lanes) == 3 and lanes[0] is t
+        try:
+            assert_timed_out(lambda: lanes[1].stat(f"{drip_dir}/drip.json"), limit)
+            time.sleep(limit + 0.5)  # past the keepalive check: the connection answered it, so it stays up
+            assert t._ssh is not None and t._ssh.is_active()
+            assert t.stat(ok).size == 2
+            assert lanes[2].read_file(ok, max_bytes=10) == b"ok"
+            assert_fails_at_once(lambda: lanes[1].stat(ok))
+            # The main channel cut in turn: the remaining lane still works.
+            assert_timed_out(lambda: t.list_dir(f"{drip_dir}/drip"), limit)
+            assert_fails_at_once(lambda: t.stat(ok))
+            time.sleep(limit + 0.5)
+            assert lanes[2].stat(ok).size == 2
+        finally:
+            t.close_lanes(lanes)
+
+
+def test_dripping_channel_open_ends_at_the_operation_timeout(drip_server, drip_dir: Path) -> None:
+    limit = 1.0
+    with connect(drip_server.settings(operation_timeout=limit)) as t:
+        drip_server.drip_sessions = True  # every new SFTP session drips its version reply
+        started = time.monotonic()
+        lanes = t.open_lanes(2)
+        assert time.monotonic() - started < limit + MARGIN
+        assert lanes == [t]  # fewer channels is slower, not wrong
+        assert t.stat(f"{drip_dir}/ok.json").size == 2
+    transport = get_transport(drip_server.settings(operation_timeout=limit))
+    assert_timed_out(transport.open, limit)
+    assert [(s.name, s.ok) for s in transport.steps][-1] == ("SFTP session", False)
+    assert transport._ssh is None and transport._sftp is None
+
+
+def test_listing_over_a_trickling_link_ends_at_the_operation_timeout(sftp_settings, sshd_server, sftp_dir) -> None:
+    """Real sshd behind a slow link: each READDIR reply comes in time, the whole listing does not."""
+    for i in range(6000):  # about 700 KB of listing: 17 s at the throttled rate
+        (sftp_dir / f"f{i:05d}.json").touch()
+    one = str(sftp_dir / "f00000.json")
+    limit = 2.0
+    with Relay(sshd_server.port) as relay, connect(sftp_settings(port=relay.port, operation_timeout=limit)) as t:
+        lanes = t.open_lanes(2)
+        assert len(lanes) == 2
+        try:
+            relay.throttle(40_000)
+            assert_timed_out(lambda: t.list_dir(str(sftp_dir)), limit)
+            assert_fails_at_once(lambda: t.stat(one))
+            # Slow is not stuck: the keepalive was answered, so the other lane carries on.
+            time.sleep(limit + 0.5)
+            assert t._ssh is not None and t._ssh.is_active()
+            assert lanes[1].stat(one).size == 0
+        finally:
+            t.close_lanes(lanes)
+
+
+@pytest.mark.parametrize("rate", [0, 5], ids=["held", "trickling"])
+def test_a_stuck_connection_is_cut_so_every_lane_fails_at_once(sftp_settings, sshd_server, sftp_dir, rate) -> None:
+    path = str(sftp_dir / "a.json")
+    (sftp_dir / "a.json").write_bytes(b"{}")
+    limit = 2.0
+    with Relay(sshd_server.port) as relay, connect(sftp_settings(port=relay.port, operation_timeout=limit)) as t:
+        lanes = t.open_lanes(3)
+        assert len(lanes) == 3
+        try:
+            relay.throttle(rate)
+            assert_timed_out(lambda: lanes[1].stat(path), limit)
+            # No keepalive reply within the grace period: the connection itself is cut ...
+            deadline = time.monotonic() + limit + MARGIN
+            while t._ssh is not None and t._ssh.is_active() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert t._ssh is not None and not t._ssh.is_active()
+            # ... so no lane waits out a deadline of its own any more.
+            for lane in lanes:
+                assert_fails_at_once(lambda lane=lane: lane.stat(path))
+        finally:
+            t.close_lanes(lanes)
