@@ -34,12 +34,13 @@ from django.utils import timezone
 from ..mapping import MappingError
 from ..models import ERPConnection, ERPExport
 from ..payloads import PayloadError
-from ..transports import ErrorCode, Transport, TransportError, get_transport
+from ..transports import ErrorCode, Transport, TransportError
 from . import lifecycle
 from .documents import build_export_file
 from .leases import Lease, lease_until, new_token
 from .lifecycle import Change, Outcome, Verb
 from .rowwrites import update_rows
+from .sessions import Session
 
 BATCH_LIMIT = 200  # exports per run: one run ends well inside the task timeout
 TASK_SECONDS = 50  # a delivery task keeps starting runs this long: within the minute schedule
@@ -228,8 +229,12 @@ def _upload(directory: str):  # type: ignore[no-untyped-def]
     return put
 
 
-def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) -> DeliveryReport:
-    """One delivery run for one connection over one open transport. Never raises TransportError."""
+def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT,
+                        session: Session | None = None) -> DeliveryReport:
+    """One delivery run for one connection over one open transport (``session``'s, or its own).
+
+    Never raises TransportError.
+    """
     report = DeliveryReport(connection=str(connection))
     claimed = claim_due_exports(connection=connection, limit=limit)
     if not claimed:
@@ -246,20 +251,28 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
                 else:
                     yield export, data
 
+    own = session is None
+    session = session or Session(connection)
+    session_faulty = False
     try:
-        with get_transport(connection.transport_settings()) as transport:
-            with closing(transport.parallel(_upload(connection.export_path), files())) as results:
-                for result in results:
-                    if result is not None:
-                        (export, _data), outcome = result
-                        if isinstance(outcome, TransportError):
-                            run.fault(export, outcome.message, permanent=outcome.permanent, code=outcome.code)
-                        else:
-                            run.sent(export, outcome)
-                    elif not run.lease.keep():
-                        break
-                    run.flush_if_due()
+        transport = session.transport()
+        with closing(transport.parallel(_upload(connection.export_path), files())) as results:
+            for result in results:
+                if result is not None:
+                    (export, _data), outcome = result
+                    if isinstance(outcome, TransportError):
+                        run.fault(export, outcome.message, permanent=outcome.permanent, code=outcome.code)
+                        if not outcome.permanent:
+                            session_faulty = True
+                    else:
+                        run.sent(export, outcome)
+                elif not run.lease.keep():
+                    break
+                run.flush_if_due()
+        if session_faulty:
+            session.drop()  # a fault that may heal: the next run starts on a fresh connection
     except TransportError as err:  # the connection itself failed: every export not yet recorded shares it
+        session.drop()
         for export in claimed:
             if export.pk not in run.recorded:
                 run.fault(export, err.message, permanent=err.permanent, code=err.code)
@@ -267,6 +280,9 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) 
     else:
         if report.sent or run.buffer.get(Verb.DELIVERED):
             ERPConnection.objects.filter(pk=connection.pk).exclude(last_error_code="").update(last_error_code="")
+    finally:
+        if own:
+            session.close()
     run.flush()  # not in `finally`: a run that is killed records nothing more (its lease expires)
     return report
 
@@ -277,8 +293,9 @@ def delivery_runs(*, connection: ERPConnection, budget: float | None = None) -> 
     Exports that met a fault are due again only after their back-off, so this ends.
     """
     ends = None if budget is None else time.monotonic() + budget
-    while ends is None or time.monotonic() < ends:
-        report = deliver_due_exports(connection=connection)
-        if not report.handled:
-            return
-        yield report
+    with Session(connection) as session:  # one login for all the runs
+        while ends is None or time.monotonic() < ends:
+            report = deliver_due_exports(connection=connection, session=session)
+            if not report.handled:
+                return
+            yield report

@@ -27,11 +27,12 @@ from django.utils import timezone
 
 from ..acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ack
 from ..models import ConnectorEvent, ERPConnection, ERPExport
-from ..transports import ErrorCode, RemoteFile, Transport, TransportError, get_transport
+from ..transports import ErrorCode, RemoteFile, Transport, TransportError
 from .answers import TO_FAILED, Handled, apply_acks
 from .events import EventSpec, record_events
 from .leases import Lease, lease_until, new_token
 from .lifecycle import AWAITING_ANSWER
+from .sessions import Session
 
 MAX_ACKS_PER_POLL = 500  # one run ends well inside the task timeout; the rest is due again at once
 CHUNK = 50  # acks read, applied (one transaction) and moved together
@@ -122,7 +123,7 @@ class _Observations:
 
 def _read(directory: str) -> Callable[[Transport, RemoteFile], bytes]:
     def read(lane: Transport, item: RemoteFile) -> bytes:
-        return lane.read_file(lane.join(directory, item.name), max_bytes=ACK_MAX_BYTES)
+        return lane.read_file(lane.join(directory, item.name), max_bytes=ACK_MAX_BYTES, size_hint=item.size)
 
     return read
 
@@ -265,8 +266,12 @@ class _Poll:
         record_events(events)
 
 
-def poll_connection(*, connection: ERPConnection, force: bool = False) -> PollReport | None:
-    """One poll of one connection over one open transport; None when it is not due or someone else polls it."""
+def poll_connection(*, connection: ERPConnection, force: bool = False,
+                    session: Session | None = None) -> PollReport | None:
+    """One poll of one connection over one open transport (``session``'s, or its own).
+
+    None when it is not due or someone else polls it.
+    """
     token = claim_connection(connection_id=connection.pk, force=force)
     if token is None:
         return None
@@ -276,17 +281,22 @@ def poll_connection(*, connection: ERPConnection, force: bool = False) -> PollRe
     listing = connection.ack_listing
     lease = Lease(ERPConnection.objects.filter(pk=connection.pk, poll_claim_token=token),
                   until_field="poll_claimed_until", token=token)
+    own = session is None
+    session = session or Session(connection)
     try:
-        with get_transport(connection.transport_settings()) as transport:
-            for path in (connection.effective_processed_path, connection.effective_failed_path):
-                transport.makedirs(path)
-            listing = _Poll(connection, transport, report, lease).run()
+        transport = session.transport()
+        for path in (connection.effective_processed_path, connection.effective_failed_path):
+            transport.makedirs(path)
+        listing = _Poll(connection, transport, report, lease).run()
     except Exception as err:
+        session.drop()
         report.error = err.message if isinstance(err, TransportError) else f"{type(err).__name__}: {err}"
         report.code = str(err.code) if isinstance(err, TransportError) else "internal"
         if not isinstance(err, TransportError):
             raise  # recorded below as a failed poll; django-q shows the traceback
     finally:
+        if own:
+            session.close()
         _finish(connection, token, report, listing, started)
     return report
 
@@ -319,10 +329,15 @@ def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False,
     by one task that stays within the minute.  Each poll claims the
     connection again, so any number of clusters stay safe.
     """
-    reports: list[PollReport] = []
     ends = time.monotonic() + budget
+    with Session(connection) as session:  # one login for every poll of this task
+        return _poll_again_and_again(connection, force, ends, session)
+
+
+def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, session: Session) -> list[PollReport]:
+    reports: list[PollReport] = []
     while True:
-        report = poll_connection(connection=connection, force=force)
+        report = poll_connection(connection=connection, force=force, session=session)
         if report is None:  # not due, or someone else polls it
             break
         reports.append(report)

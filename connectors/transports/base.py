@@ -215,8 +215,11 @@ class Transport(ABC):
         """The file at ``path``, or None when there is none."""
 
     @abstractmethod
-    def read_file(self, path: str, *, max_bytes: int) -> bytes:
-        """The file's bytes; ``TransportError(code=ErrorCode.TOO_LARGE)`` past ``max_bytes``."""
+    def read_file(self, path: str, *, max_bytes: int, size_hint: int | None = None) -> bytes:
+        """The file's bytes; ``TransportError(code=ErrorCode.TOO_LARGE)`` past ``max_bytes``.
+
+        ``size_hint``: the size a listing just gave, which lets a protocol skip asking for it.
+        """
 
     @abstractmethod
     def write_file(self, path: str, data: bytes) -> None:

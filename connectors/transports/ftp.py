@@ -336,7 +336,7 @@ class FTPTransport(Transport):
         ftp.cwd(self._home)
         return True
 
-    def read_file(self, path: str, *, max_bytes: int) -> bytes:
+    def read_file(self, path: str, *, max_bytes: int, size_hint: int | None = None) -> bytes:
         ftp, chunks, total = self._client(), [], 0
         with self._errors("download", path, probe=path):
             self._binary(ftp)

@@ -244,7 +244,7 @@ class LocalTransport(Transport):
         size = st.st_size if S_ISREG(st.st_mode) else 0
         return RemoteFile(name if name != "." else "", size, st.st_mtime)
 
-    def read_file(self, path: str, *, max_bytes: int) -> bytes:
+    def read_file(self, path: str, *, max_bytes: int, size_hint: int | None = None) -> bytes:
         with self._errors("read", path), self._parent(path) as (dir_fd, name):
             fd = _open_file(dir_fd, name, os.O_RDONLY, _display(path))
             with os.fdopen(fd, "rb") as fh:

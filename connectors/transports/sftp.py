@@ -44,6 +44,7 @@ from .ssh_keys import fingerprint, load_private_key, parse_public_key
 _HOST_KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
 #: How long a connection may take to answer a keepalive after an operation's deadline before it is cut.
 _PROBE_GRACE = 5.0
+_ONE_READ = 32768  # what one SFTP READ request asks for (paramiko's request size)
 #: Closing never waits longer than this: a connection that cannot take a close message is cut.
 _CLOSE_LIMIT = 2.0
 
@@ -129,6 +130,7 @@ class SFTPTransport(Transport):
         self._ssh: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._running: Deadline | None = None  # the deadline of the operation under way on this handle
+        self._pool: list[SFTPTransport] = []  # lanes kept open for the next parallel run of this connection
 
     @contextmanager
     def _errors(self, action: str, path: str = "") -> Iterator[None]:
@@ -282,6 +284,10 @@ class SFTPTransport(Transport):
             raise
 
     def close(self) -> None:
+        for lane in self._pool:
+            _close_all(lane._sock, lane._sftp)
+            lane._sftp = lane._ssh = lane._sock = None
+        self._pool = []
         things = (self._sftp, self._ssh, self._sock)
         self._sftp = self._ssh = self._sock = None
         _close_all(things[2], *things)
@@ -313,8 +319,12 @@ class SFTPTransport(Transport):
                 return None
             raise
 
-    def read_file(self, path: str, *, max_bytes: int) -> bytes:
+    def read_file(self, path: str, *, max_bytes: int, size_hint: int | None = None) -> bytes:
         too_large = f"{path} on {self.where} is larger than {max_bytes} bytes"
+        if size_hint is not None and 0 < size_hint <= min(max_bytes, _ONE_READ):
+            # The listing gave the size (and readiness saw it unchanged): open, one READ, close.
+            with self._operation("read", path) as sftp, sftp.open(path, "rb") as fh:
+                return fh.read(size_hint)
         with self._operation("read", path) as sftp, sftp.open(path, "rb") as fh:
             size = fh.stat().st_size
             if size is not None and size > max_bytes:
@@ -325,6 +335,36 @@ class SFTPTransport(Transport):
         if len(data) > max_bytes:
             raise permanent(too_large, ErrorCode.TOO_LARGE)
         return data
+
+    def put_atomic(self, directory: str, name: str, data: bytes) -> str:
+        """Temp file, size checked, renamed without overwriting: in four round trips instead of six.
+
+        The size is checked with an FSTAT on the open handle, answered after
+        the pipelined writes.  The check for an existing final file before
+        uploading is skipped on OpenSSH, whose rename refuses to replace a file
+        (link + unlink): the rename itself is the atomic check there.
+        """
+        if not self._rename_refuses_overwrite():
+            return super().put_atomic(directory, name, data)
+        final = self.join(directory, name)
+        temp = final + self.settings.temp_suffix
+        try:
+            with self._operation("write", temp) as sftp, sftp.open(temp, "wb") as fh:
+                fh.set_pipelined(True)
+                fh.write(data)
+                size = fh.stat().st_size
+            if size != len(data):
+                raise TransportError(f"upload of {temp} incomplete: expected {len(data)} bytes, server has {size}",
+                                     code=ErrorCode.SIZE_MISMATCH)
+            self.rename_no_overwrite(temp, final)
+        except TransportError:
+            self.remove_stale_temp(final)
+            raise
+        return final
+
+    def _rename_refuses_overwrite(self) -> bool:
+        ssh = self._ssh
+        return ssh is not None and "OpenSSH" in (ssh.remote_version or "")
 
     def write_file(self, path: str, data: bytes) -> None:
         with self._operation("write", path) as sftp, sftp.open(path, "wb") as fh:
@@ -353,6 +393,10 @@ class SFTPTransport(Transport):
     def makedirs(self, path: str) -> None:
         parts = path.split("/")
         with self._operation("create directory", path) as sftp:  # one deadline for all levels
+            with suppress(OSError):
+                mode = sftp.stat(path).st_mode  # usually there already: one request instead of one per level
+                if mode is not None and stat_mode.S_ISDIR(mode):
+                    return
             for i, part in enumerate(parts):
                 current = "/".join(parts[: i + 1])
                 if not part:
@@ -379,21 +423,21 @@ class SFTPTransport(Transport):
         lanes: list[Transport] = [self]
         if self._sftp is None:
             return lanes
-        for _ in range(count - 1):
+        # Channels kept from an earlier run of this connection are reused (opening one costs round trips).
+        self._pool = [lane for lane in self._pool if lane._sftp is not None and not lane._sftp.get_channel().closed]
+        while len(self._pool) < count - 1:
             lane = SFTPTransport(self.settings)
             lane._ssh, lane._sock = self._ssh, self._sock  # shared: a lane's deadline may have to cut the connection
             try:
                 lane._sftp = self._open_sftp()
             except (TransportError, paramiko.SSHException, OSError, EOFError):
                 break  # fewer channels is slower, not wrong
-            lanes.append(lane)
-        return lanes
+            self._pool.append(lane)
+        return lanes + self._pool[: count - 1]
 
     def close_lanes(self, lanes: list[Transport]) -> None:
-        for lane in lanes:
-            if lane is not self and isinstance(lane, SFTPTransport):
-                _close_all(lane._sock, lane._sftp)  # only its channel: the connection stays ours
-                lane._sftp = lane._ssh = lane._sock = None
+        """The lanes stay open for the next run; ``close()`` closes them with the connection."""
+        return None
 
 
 def _remote_file(name: str, attrs: paramiko.SFTPAttributes) -> RemoteFile:
