@@ -6,9 +6,10 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.forms.fields import InvalidJSONInput
 
 from .crypto import keep_typed, typed_back
-from .mapping import validate_mapping
+from .mapping import text_problem, validate_mapping
 from .models import ERPConnection
 from .transports import TransportError
 from .transports.ftps import pinned_digest
@@ -22,6 +23,33 @@ class WriteOnlyTextarea(forms.Textarea):
 
     def format_value(self, value: Any) -> None:
         return None
+
+
+class MappingField(forms.JSONField):
+    """json.loads recurses per level and raises a plain ValueError past 4300 digits; Django catches neither.
+
+    A hostile mapping text (100,000 nested brackets) was a 500; it is a form error now.
+    """
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or not isinstance(value, str):
+            return super().to_python(value)
+        if (problem := text_problem(value)) is not None:
+            raise forms.ValidationError(problem, code="invalid")
+        try:
+            return super().to_python(value)
+        except ValueError as err:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from err
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        if text_problem(data) is not None:
+            return InvalidJSONInput(data)
+        try:
+            return super().bound_data(data, initial)
+        except ValueError:
+            return InvalidJSONInput(data)
 
 
 class ERPConnectionForm(forms.ModelForm):
@@ -44,6 +72,7 @@ class ERPConnectionForm(forms.ModelForm):
     class Meta:
         model = ERPConnection
         fields = "__all__"
+        field_classes = {"mapping": MappingField}
         widgets = {
             "password": forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
             "private_key_passphrase": forms.PasswordInput(
@@ -97,7 +126,8 @@ class ERPConnectionForm(forms.ModelForm):
         return value
 
     def clean_mapping(self) -> dict:
-        mapping = self.cleaned_data.get("mapping") or {}
+        mapping = self.cleaned_data.get("mapping")
+        mapping = {} if mapping is None else mapping  # an empty field; [] or 0 are refused below
         problems = validate_mapping(mapping)
         if problems:
             raise forms.ValidationError(problems)

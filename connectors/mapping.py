@@ -14,18 +14,34 @@ existing ones. Operations apply as drop, then rename, then add, so "drop X +
 add X" replaces a field by a constant. ``export_id`` can be neither dropped,
 renamed nor overwritten. When an object is null in a document (``ship_to``),
 nothing is added to or renamed inside it.
+
+A mapping is typed by people into the admin, so it is bounded: at most
+MAX_DEPTH nested objects/arrays and MAX_BYTES of compact JSON. Both are
+checked without recursion, before anything else looks inside; for JSON text
+that is not parsed yet (an admin form), ``text_problem()`` checks the depth
+before ``json.loads`` would recurse.
 """
 
 from __future__ import annotations
 
 import copy
-from collections import Counter
+import json
+import re
+from collections import Counter, deque
 from typing import Any
 
 from connectors.payloads import V1_SHAPE
 
 SECTIONS = ("rename", "drop", "add")
+MAX_DEPTH = 16  # the mapping object itself is level 1; a real mapping needs 3 or 4
+MAX_BYTES = 64 * 1024  # of compact JSON (json.dumps defaults), as the database stores it
 _MISSING = object()  # "no such object in the v1 shape"; None means a scalar there
+_TOO_DEEP = f"the mapping is nested deeper than {MAX_DEPTH} levels of objects and arrays"
+_TOO_BIG = f"the mapping is larger than {MAX_BYTES // 1024} KiB of JSON"
+# JSON string literals, an unterminated one running to the end. The atomic group
+# never backtracks and the tail always matches, so the scan is linear in the text.
+_STRING = re.compile(r'"(?>[^"\\]*(?:\\.[^"\\]*)*)(?:"|\\?\Z)', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 class MappingError(ValueError):
@@ -61,29 +77,101 @@ def _key_exists(path: str) -> bool:
     return node is not _MISSING and key in node
 
 
+def text_problem(text: str) -> str | None:
+    """Why JSON text cannot be a mapping before it is even parsed (too deep), or None.
+
+    ``json.loads`` recurses once per nesting level and a deep enough text ends
+    in RecursionError; this counts brackets outside string literals in linear
+    time so a form can refuse the text first. Size is left to validate_mapping().
+    """
+    depth = 0
+    for ch in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        if depth > MAX_DEPTH:
+            return _TOO_DEEP
+    return None
+
+
+def _int_digits_at_least(value: int) -> int:
+    # str() of a huge int is slow (and refused past 4300 digits); bit_length is not.
+    return max(1, abs(value).bit_length() * 3 // 10)
+
+
+def _limit_problem(mapping: Any) -> str | None:
+    """Depth and size without recursion: a deep or huge value is refused before anything recurses.
+
+    The walk counts a lower bound of the serialized size (each value, key and
+    separator is at least one byte), so it stops early on a huge value, even
+    one that shares or cycles through its own containers.
+    """
+    size = 0
+    stack: list[tuple[Any, int]] = [(mapping, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return _TOO_DEEP
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+            size += 1 + len(children)  # brackets and separators, at the least
+        elif isinstance(value, str):
+            size += 2 + len(value)
+        elif isinstance(value, int):
+            size += _int_digits_at_least(value)
+        else:
+            size += 1
+        if size > MAX_BYTES:
+            return _TOO_BIG
+    try:
+        size = len(json.dumps(mapping))  # safe now: shallow and bounded
+    except TypeError:
+        return None  # a non-JSON value: the checks below say where
+    except ValueError:  # Python refuses to write an int of over 4300 digits
+        return "a number in the mapping is too long to write as JSON (write it as a string)"
+    return _TOO_BIG if size > MAX_BYTES else None
+
+
+def _text_problem(text: str) -> str | None:
+    # PostgreSQL stores neither in JSON, and a lone surrogate cannot be written as UTF-8.
+    if "\x00" in text:
+        return "must not contain a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain an unpaired surrogate (\\ud800-\\udfff)"
+    return None
+
+
 def _name_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not name.strip():
         return "must be a non-empty string"
     # Dots and brackets are path syntax; a key holding them could never be addressed.
     if any(ch in name for ch in ".[]"):
         return "must not contain '.', '[' or ']'"
-    if any(ord(ch) < 32 for ch in name):
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         return "must not contain control characters"
-    return None
+    return _text_problem(name)
 
 
 def _value_problem(value: Any) -> str | None:
-    if isinstance(value, float):
-        return "floats are not allowed (write numbers as strings, e.g. \"1.5\")"
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            return "object keys must be strings"
-        return next(filter(None, map(_value_problem, value.values())), None)
-    if isinstance(value, list):
-        return next(filter(None, map(_value_problem, value)), None)
-    if value is None or isinstance(value, (str, int)):  # bool is an int
-        return None
-    return f"{type(value).__name__} is not a JSON value"
+    # Iterative, children in order: the first problem found is the first in the document.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return "floats are not allowed (write numbers as strings, e.g. \"1.5\")"
+        if isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                return "object keys must be strings"
+            stack.extend(reversed([v for pair in item.items() for v in pair]))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, str):
+            if (problem := _text_problem(item)) is not None:
+                return f"a string {problem}"
+        elif item is not None and not isinstance(item, int):  # bool is an int
+            return f"{type(item).__name__} is not a JSON value"
+    return None
 
 
 def _under(path: str, dropped: set[str]) -> str | None:
@@ -96,12 +184,15 @@ def _under(path: str, dropped: set[str]) -> str | None:
 def validate_mapping(mapping: Any) -> list[str]:
     """Return readable problems with a mapping; an empty list means it is valid.
 
-    None and {} are valid (the identity).
+    None and {} are valid (the identity). A mapping over MAX_DEPTH or
+    MAX_BYTES gives that one problem and is not looked into further.
     """
     if mapping is None:
         return []
     if not isinstance(mapping, dict):
         return [f"the mapping must be a JSON object, not {type(mapping).__name__}"]
+    if (problem := _limit_problem(mapping)) is not None:
+        return [problem]
     errors = [f"unknown section {key!r} (expected: rename, drop, add)"
               for key in mapping if key not in SECTIONS]
     # A section given as null counts as absent; any other wrong type is an error.
@@ -141,6 +232,8 @@ def validate_mapping(mapping: Any) -> list[str]:
         parent, name = _split(path)
         if path == "export_id":
             errors.append("add 'export_id': export_id is set by orderflow and cannot be replaced")
+        elif path.startswith("."):  # would add at the root, beside (and silently over) the same key without "."
+            errors.append(f"add {path!r}: a path must not start with '.'")
         elif (problem := _name_problem(name)) is not None:
             errors.append(f"add {path!r}: the new key name {problem}")
         elif _node(parent) is _MISSING:
@@ -177,31 +270,49 @@ def _collisions(rename: dict[str, str], dropped: set[str], add: dict[str, Any]) 
 def apply_mapping(document: dict[str, Any], mapping: dict[str, Any] | None) -> dict[str, Any]:
     """Return a rewritten deep copy of ``document``; the input is never mutated.
 
-    Raises MappingError when validate_mapping() finds problems.
+    Raises MappingError when validate_mapping() finds problems, and nothing
+    else for any mapping. The document is a JSON value (as build_document()
+    makes it); it is copied without recursion, however deep it is.
     """
     errors = validate_mapping(mapping)
     if errors:
         raise MappingError(errors)
     mapping = mapping or {}
-    return _rewrite(document, "", set(mapping.get("drop") or []),
+    return _rewrite(document, set(mapping.get("drop") or []),
                     mapping.get("rename") or {}, mapping.get("add") or {})
 
 
-def _rewrite(node: Any, path: str, drop: set[str], rename: dict[str, str],
-             add: dict[str, Any]) -> Any:
-    # `path` is the node's path in the default document, so every rule is
-    # looked up by original names no matter what was renamed above it.
-    if isinstance(node, list):
-        return [_rewrite(item, path + "[]", drop, rename, add) for item in node]
-    if not isinstance(node, dict):
-        return copy.deepcopy(node)
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        child = f"{path}.{key}" if path else key
-        if child not in drop:
-            out[rename.get(child, key)] = _rewrite(value, child, drop, rename, add)
-    for target, value in add.items():
-        parent, name = _split(target)
-        if parent == path:
-            out[name] = copy.deepcopy(value)
-    return out
+def _rewrite(document: Any, drop: set[str], rename: dict[str, str], add: dict[str, Any]) -> Any:
+    """Copy ``document`` applying the rules, breadth first with an explicit queue (no recursion).
+
+    Each queued node carries its path in the *default* document, so every rule
+    is looked up by original names no matter what was renamed above it; an
+    added constant carries None: no rule ever applies inside it. A parent
+    reserves each key (in order) before its value is filled in, and the queue
+    fills them first in, first out, so the key order and which value wins a
+    clash are as a recursive copy would give.
+    """
+    root: list[Any] = [None]
+    queue: deque[tuple[Any, str | None, Any, Any]] = deque([(document, "", root, 0)])
+    while queue:
+        node, path, holder, slot = queue.popleft()
+        if isinstance(node, list):
+            holder[slot] = out_list = [None] * len(node)
+            item_path = None if path is None else path + "[]"
+            queue.extend((item, item_path, out_list, i) for i, item in enumerate(node))
+        elif isinstance(node, dict):
+            holder[slot] = out = {}
+            for key, value in node.items():
+                child = None if path is None else f"{path}.{key}" if path else key
+                if child is None or child not in drop:
+                    name = key if child is None else rename.get(child, key)
+                    out[name] = None
+                    queue.append((value, child, out, name))
+            for target, value in add.items():
+                parent, name = _split(target)
+                if parent == path:
+                    out[name] = None
+                    queue.append((value, None, out, name))
+        else:
+            holder[slot] = copy.deepcopy(node)
+    return root[0]

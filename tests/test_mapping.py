@@ -1,13 +1,14 @@
-"""Pure tests of connectors.mapping: no database, no Django."""
+"""Tests of connectors.mapping: pure (no database, no Django), except the admin form path at the end."""
 
 from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 
-from connectors.mapping import MappingError, apply_mapping, validate_mapping
+from connectors.mapping import MAX_BYTES, MAX_DEPTH, MappingError, apply_mapping, text_problem, validate_mapping
 from connectors.payloads import render
 from tests.test_payloads import SPEC_EXAMPLE
 
@@ -157,6 +158,13 @@ def test_export_id_is_protected(document, mapping, expected):
     ({"add": {"price": 1.5}}, "add 'price': floats are not allowed"),
     ({"add": {"x": {"y": [0.5]}}}, "add 'x': floats are not allowed"),
     ({"add": {"x": {1, 2}}}, "add 'x': set is not a JSON value"),
+    ({"add": {"x": "a\x00b"}}, "add 'x': a string must not contain a NUL character"),
+    ({"add": {"x": {"k": ["\ud800"]}}}, "add 'x': a string must not contain an unpaired surrogate"),
+    ({"add": {"x": {"\udfff": 1}}}, "add 'x': a string must not contain an unpaired surrogate"),
+    ({"rename": {"order.notes": "n\ud800"}}, "the new name must not contain an unpaired surrogate"),
+    ({"rename": {"order.notes": "a\x7fb"}}, "the new name must not contain control characters"),
+    ({"add": {".x": 1}}, "add '.x': a path must not start with '.'"),
+    ({"add": {"x": 10 ** 4400}}, "a number in the mapping is too long to write as JSON"),
 ])
 def test_validation_errors_are_readable(mapping, expected):
     errors = validate_mapping(mapping)
@@ -180,3 +188,102 @@ def test_invalid_mapping_never_half_applies(document):
     with pytest.raises(MappingError, match="invalid mapping: drop 'nope'"):
         apply_mapping(document, {"drop": ["order.notes", "nope"]})
     assert document == before
+
+
+# -- limits: a mapping is typed by people; nothing in it may make the server recurse or stall ---------
+
+def nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+TOO_DEEP = f"the mapping is nested deeper than {MAX_DEPTH} levels of objects and arrays"
+
+
+@pytest.mark.parametrize("mapping", [
+    {"add": {"x": nested(100_000)}},  # the admin's 500 (RecursionError)
+    {"add": {"x": nested(MAX_DEPTH - 1)}},  # mapping + add + 15 lists = 17 levels
+    {"frobnicate": nested(100_000)},  # not even a known section
+    {"rename": {"order.notes": nested(100_000)}},
+])
+def test_a_too_deep_mapping_is_refused_with_one_clear_reason(document, mapping):
+    started = time.perf_counter()
+    assert validate_mapping(mapping) == [TOO_DEEP]
+    with pytest.raises(MappingError, match="nested deeper than 16"):
+        apply_mapping(document, mapping)
+    assert time.perf_counter() - started < 1
+
+
+def test_a_mapping_at_the_depth_limit_is_valid(document):
+    mapping = {"add": {"x": nested(MAX_DEPTH - 2)}}
+    assert validate_mapping(mapping) == []
+    assert apply_mapping(document, mapping)["x"] == nested(MAX_DEPTH - 2)
+
+
+def test_a_too_large_mapping_is_refused(document):
+    overhead = len(json.dumps({"add": {"x": ""}}))
+    assert validate_mapping({"add": {"x": "y" * (MAX_BYTES - overhead)}}) == []
+    for big in ({"add": {"x": "y" * (MAX_BYTES - overhead + 1)}}, {"add": {"x": list(range(100_000))}},
+                {"drop": ["order.notes"] * 10_000}, {"add": {"x": 10 ** 1_000_000}}):
+        assert validate_mapping(big) == ["the mapping is larger than 64 KiB of JSON"]
+        with pytest.raises(MappingError):
+            apply_mapping(document, big)
+
+
+def test_cyclic_and_shared_values_are_refused_without_hanging():
+    cyclic: list = []
+    cyclic.append(cyclic)
+    shared: list = ["leaf"]
+    for _ in range(12):
+        shared = [shared] * 50  # 50**12 leaves if anything walked it naively
+    started = time.perf_counter()
+    assert validate_mapping({"add": {"x": cyclic}}) == [TOO_DEEP]
+    assert validate_mapping({"add": {"x": shared}}) == ["the mapping is larger than 64 KiB of JSON"]
+    assert time.perf_counter() - started < 1
+
+
+def test_apply_copies_a_deep_document_without_recursing(document):
+    document["order"]["extra"] = nested(100_000)  # not a real v1 document; the copy must still not recurse
+    result = apply_mapping(document, {"add": {"sender": "x"}})
+    assert result["sender"] == "x" and result["order"]["extra"] is not document["order"]["extra"]
+
+
+@pytest.mark.parametrize(("text", "deep"), [
+    ("[" * 100_000 + "]" * 100_000, True),
+    ('{"add": {"x": ' + "[" * 15 + "]" * 15 + "}}", True),  # 17 levels
+    ('{"add": {"x": ' + "[" * 14 + "]" * 14 + "}}", False),
+    ('{"add": {"x": "' + "[" * 100 + '"}}', False),  # brackets in a string do not count
+    ('{"add": {"x": "\\\\"}, "y": ' + "[" * 20 + "]" * 20 + "}", True),  # "\\\\" ends its string: y counts
+    ('"' + '\\"' * 200_000, False),  # unterminated: linear, not quadratic
+])
+def test_text_problem_bounds_depth_before_json_loads(text, deep):
+    started = time.perf_counter()
+    assert (text_problem(text) == TOO_DEEP) is deep
+    assert time.perf_counter() - started < 1
+    if not deep:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError:
+            pass  # the form's ordinary "Enter a valid JSON."; never a RecursionError
+
+
+# -- the admin form: Django's JSONField parses the posted text before clean_mapping() runs ----------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[" * 100_000 + "]" * 100_000, "nested deeper than 16"),  # json.loads: RecursionError, a 500
+    ('{"add": {"x": ' + "1" * 5000 + "}}", "JSON"),  # json.loads: ValueError (over 4300 digits), a 500
+])
+def test_the_admin_form_refuses_a_hostile_mapping_text(make_connection, text, expected):
+    from connectors.forms import ERPConnectionForm
+    from tests.test_secrets import form_data
+
+    conn = make_connection()
+    assert ERPConnectionForm(data=form_data(conn), instance=conn).is_valid()  # the data is right otherwise
+    form = ERPConnectionForm(data=form_data(conn, mapping=text), instance=conn)
+    assert not form.is_valid()
+    assert expected in " ".join(form.errors["mapping"])
+    form.as_div()  # the page with the error renders too (bound_data parses the text again)
