@@ -10,8 +10,9 @@ Decisions where the spec is silent:
 
 * A UTF-8 BOM is tolerated and skipped (Windows tools add one unasked);
   any other non-UTF-8 byte is malformed.
-* Duplicate keys, NaN/Infinity and nesting deeper than ACK_MAX_DEPTH are
-  malformed: the meaning of such a file is not clear enough to act on.
+* Duplicate keys, NaN/Infinity (also as an overflowing literal such as
+  1e400) and nesting deeper than ACK_MAX_DEPTH are malformed: the meaning
+  of such a file is not clear enough to act on.
 * An ``ack_`` file must say ``"status": "accepted"`` and carry a non-empty
   ``erp_order_number`` (string, or an integer which becomes a string): it
   confirms an order and stores that number on the draft, so a missing or
@@ -23,6 +24,7 @@ Decisions where the spec is silent:
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +37,11 @@ ERP_ORDER_NUMBER_MAX = 255
 _BOM = b"\xef\xbb\xbf"
 _PREFIXES = (("ack_", "ack"), ("error_", "error"))
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
-# JSON string literals (unrolled loop: linear, no catastrophic backtracking).
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# JSON string literals, an unterminated one running to the end of the text. The
+# atomic group never backtracks and the tail always matches, so no quote is
+# rescanned to the end: linear. (Requiring a closing quote made a file of
+# "\"\"\"… quadratic: close to an hour for 1 MiB.)
+_STRING = re.compile(r'"(?>[^"\\]*(?:\\.[^"\\]*)*)(?:"|\\?\Z)', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
@@ -66,17 +71,29 @@ def classify_name(name: str) -> tuple[str, str] | None:
 
     Case-sensitive, as the spec spells it; ``<anything>`` must be non-empty.
     Anything else (temp files, other names, names with a path separator or a
-    control character) gives None and is to be left alone.
+    control character, names that are not UTF-8) gives None and is to be
+    left alone.
     """
     if not name.endswith(".json") or "/" in name or "\\" in name:
         return None
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return None
+    if not _is_utf8(name):
+        # Non-UTF-8 bytes reach us as lone surrogates (os.fsdecode); no database stores them.
         return None
     for prefix, kind in _PREFIXES:
         if name.startswith(prefix):
             anything = name[len(prefix):-len(".json")]
             return (kind, anything) if anything else None
     return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _too_deep(text: str) -> bool:
@@ -111,6 +128,15 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
+def _finite_float(token: str) -> float:
+    # 1e400 is Infinity by another name: parse_constant never sees it, and the
+    # database would store it as the non-JSON token Infinity (or refuse it).
+    value = float(token)
+    if math.isinf(value):
+        raise ValueError(f"{token[:40]} is out of range for a number")
+    return value
+
+
 def _load(data: bytes) -> Any:
     if len(data) > ACK_MAX_BYTES:
         raise MalformedAck(f"file is {len(data)} bytes, over the {ACK_MAX_BYTES} byte limit")
@@ -124,7 +150,7 @@ def _load(data: bytes) -> Any:
         raise MalformedAck(f"JSON nested deeper than {ACK_MAX_DEPTH} levels")
     try:
         return json.loads(text, object_pairs_hook=no_duplicate_keys,
-                          parse_constant=_reject_constant)
+                          parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as err:  # fallback only; the pre-scan should catch it
         raise MalformedAck(f"JSON nested deeper than {ACK_MAX_DEPTH} levels") from err
     except ValueError as err:  # JSONDecodeError, duplicate keys, NaN, huge ints
@@ -152,10 +178,11 @@ def _erp_order_number(body: dict[str, Any]) -> str | None:
     value = body.get("erp_order_number")
     if value is None:
         return None
-    # ERPs often emit their numbers as JSON numbers; an integer is unambiguous.
+    # ERPs often emit their numbers as JSON numbers; an integer is unambiguous
+    # (and, as text, bound by the same length limit: JSON allows 4300 digits).
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str) or not value.strip():
+        value = str(value)
+    elif not isinstance(value, str) or not value.strip():
         raise MalformedAck("'erp_order_number' must be a non-empty string or an integer, "
                            f"got {_json_type(value) if not isinstance(value, str) else 'an empty string'}")
     if len(value) > ERP_ORDER_NUMBER_MAX:

@@ -319,7 +319,7 @@ class Transport(ABC):
         if not dot:
             stem, ext = base, ""
         for n in range(1000):
-            candidate = base if n == 0 else f"{stem}-{n}{dot}{ext}"
+            candidate = base if n == 0 else _numbered(stem, n, f"{dot}{ext}")
             target = self.join(dest_dir, candidate)
             try:
                 self.rename_no_overwrite(src, target)
@@ -328,3 +328,14 @@ class Transport(ABC):
                 if err.code != ErrorCode.EXISTS:
                     raise
         raise TransportError(f"no free name for {base} in {dest_dir}", permanent=True, code=ErrorCode.EXISTS)
+
+
+NAME_MAX = 255  # bytes in one file name, on every common filesystem and server
+
+
+def _numbered(stem: str, n: int, ext: str) -> str:
+    """``stem-n.ext``, the stem cut (at a character boundary) so the name stays within NAME_MAX bytes."""
+    suffix = f"-{n}{ext}"
+    room = NAME_MAX - len(suffix.encode("utf-8"))
+    cut = stem.encode("utf-8")[:max(room, 1)].decode("utf-8", errors="ignore")
+    return f"{cut}{suffix}"
