@@ -225,44 +225,40 @@ class Bench:
         return list(DraftOrder.objects.filter(pk__in=[d.pk for d in drafts]))  # loaded as the admin action would
 
     def deliver_all(self) -> tuple[int, list[str], int]:
-        """deliver_due_exports until a call claims nothing: (sent, problems, calls)."""
+        """What a delivery task does (delivery_runs: runs over one session until nothing is due)."""
         from connectors.models import ERPConnection
-        from connectors.services.delivery import deliver_due_exports
+        from connectors.services.delivery import delivery_runs
 
         conn = ERPConnection.objects.get(pk=self.conn_id)
         sent, problems, calls = 0, [], 0
-        while calls < 10_000:
-            report = deliver_due_exports(connection=conn)
+        for report in delivery_runs(connection=conn):
             calls += 1
             sent += len(report.sent)
             problems += [*report.failed, *report.retrying]
-            if not (report.sent or report.failed or report.retrying or getattr(report, "lost", 0)):
-                break
         return sent, problems, calls
 
     def poll_all(self) -> tuple[Counter[str], str, int]:
-        """poll_connection(force=True) until a run leaves nothing for the next: (outcomes, error, calls)."""
+        """What a poll task does (poll_until_next_schedule: polls over one session while files are left)."""
         from connectors.models import ERPConnection
-        from connectors.services.polling import poll_connection
+        from connectors.services.polling import poll_until_next_schedule
 
         conn = ERPConnection.objects.get(pk=self.conn_id)
         outcomes: Counter[str] = Counter()
-        calls = 0
-        while calls < 10_000:
-            report = poll_connection(connection=conn, force=True)
-            calls += 1
-            if report is None:
-                return outcomes, "the connection was claimed by another poller", calls
+        reports = poll_until_next_schedule(connection=conn, force=True, budget=3600)
+        if not reports:
+            return outcomes, "the connection was claimed by another poller", 0
+        for report in reports:
             outcomes.update(report.outcomes)
-            if report.error or not report.more:
-                return outcomes, report.error, calls
-        return outcomes, "too many polls", calls
+        return outcomes, reports[-1].error, len(reports)
 
     def point_connection(self, *, port: int, export_path: str, ack_path: str) -> None:
         from connectors.models import ERPConnection
 
-        # queryset.update: no post_save, exactly as an admin's later edit would not re-run anything here
-        ERPConnection.objects.filter(pk=self.conn_id).update(port=port, export_path=export_path, ack_path=ack_path)
+        # As an admin's edit that types the secrets again for the new endpoint (they follow their endpoint).
+        conn = ERPConnection.objects.get(pk=self.conn_id)
+        conn.port, conn.export_path, conn.ack_path = port, export_path, ack_path
+        ERPConnection.objects.filter(pk=self.conn_id).update(port=port, export_path=export_path, ack_path=ack_path,
+                                                             secrets_endpoint=conn.endpoint_digest())
 
 
 def ack_items(exports: list[tuple[Any, str]]) -> Items:

@@ -108,8 +108,11 @@ def claim_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) ->
     ERPExport.objects.filter(_unclaimed_and_due(now), pk__in=candidates).update(
         claim_token=token, claimed_until=lease_until(now), attempts=F("attempts") + 1
     )
-    return list(ERPExport.objects.filter(claim_token=token).order_by("created_at")
-                .select_related("draft__organization", "connection").prefetch_related("draft__lines"))
+    claimed = list(ERPExport.objects.filter(claim_token=token).order_by("created_at")
+                   .select_related("draft__organization").prefetch_related("draft__lines"))
+    for export in claimed:  # the row we have, not one copy per export (its JSON fields cost a decode each)
+        export.connection = connection
+    return claimed
 
 
 def _freeze(exports: Sequence[ERPExport], connection: ERPConnection) -> list[tuple[ERPExport, bytes | Exception]]:

@@ -57,7 +57,7 @@ def build_export_file(
         generated_at=generated_at, org_slug=draft.organization.slug, order_number=draft.order_number,
         export_id=export_id,
     )
-    return name, payloads.render(apply_mapping(document, mapping))
+    return name, payloads.render(apply_mapping(document, mapping) if mapping else document)
 
 
 def preview_export(*, connection: ERPConnection) -> str:
