@@ -67,9 +67,10 @@ class ERPConnection(models.Model):
         default=8, validators=[MinValueValidator(1), MaxValueValidator(50)], help_text="Delivery attempts per export."
     )
     upload_channels = models.PositiveSmallIntegerField(
-        default=2, validators=[MinValueValidator(1), MaxValueValidator(8)],
-        help_text="SFTP: uploads in flight at once over one connection (1 = one after the other). "
-        "More help over slow links; the server's MaxSessions (OpenSSH: 10) is the limit.",
+        default=4, validators=[MinValueValidator(1), MaxValueValidator(8)],
+        help_text="SFTP: files moved at once over one connection (uploads, ack reads and moves; 1 = one after "
+        "the other). More help over slow links (4 fill a 20 ms link ~5x better than one); the server's "
+        "MaxSessions (OpenSSH: 10) is the limit.",
     )
     mapping = models.JSONField(default=dict, blank=True, help_text="Rewrites of the JSON v1 document (see docs).")
     is_active = models.BooleanField(default=False)
@@ -176,6 +177,9 @@ class ERPConnection(models.Model):
                 cleared = [n for n in SECRET_FIELDS if isinstance(getattr(self, n), Sealed)]
                 for name in cleared:
                     setattr(self, name, "")
+                if "private_key" in cleared and self.client_public_key:
+                    self.client_public_key = ""  # its private half is gone: generate a new pair for the new server
+                    cleared.append("client_public_key")
                 self.secrets_cleared = cleared  # the admin tells the user to type them again
                 self.secrets_endpoint = current
                 return cleared
@@ -314,3 +318,41 @@ class ConnectorEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message[:80]}"
+
+
+class AlertState(models.Model):
+    """Whether one alert condition of a connection is on, so its start and its end are each mailed once.
+
+    Written only by ``connectors.services.alerts``, with compare-and-set on ``version``: any number of
+    clusters may run the alert schedule at once, and exactly one of them wins each change (and sends its mail).
+    """
+
+    class Condition(models.TextChoices):
+        DELIVERY_FAILED = "delivery_failed", "Deliveries failing"
+        HOST_KEY = "host_key", "Server identity not trusted"
+        ACK_OVERDUE = "ack_overdue", "Acks overdue"
+        POLL_FAILING = "poll_failing", "Polling failing"
+        INBOX_STALE = "inbox_stale", "ERP not consuming files"
+        # Not a condition: the row whose last_sent_at says when this connection's daily digest went out.
+        DIGEST = "digest", "Daily digest"
+
+    connection = models.ForeignKey(ERPConnection, on_delete=models.CASCADE, related_name="alert_states")
+    condition = models.CharField(max_length=20, choices=Condition.choices)
+    active = models.BooleanField(default=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    # The facts the last mail told (counts, the oldest case, the reason): the resolved mail and digest reuse them.
+    details = models.JSONField(default=dict, blank=True)
+    # Bumped by every change; a change applies only to the version it was decided on (compare-and-set).
+    version = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connection", "condition"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "condition"], name="alert_state_unique_per_condition"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection}: {self.get_condition_display()} ({'on' if self.active else 'off'})"

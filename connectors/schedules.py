@@ -9,6 +9,7 @@ SCHEDULES: dict[str, tuple[str, int]] = {
     "orderflow: deliver due exports": ("connectors.tasks.deliver_all_due", 1),
     "orderflow: poll ERP acks": ("connectors.tasks.poll_all_due", 1),
     "orderflow: prune connector events": ("connectors.tasks.prune_events", 24 * 60),
+    "orderflow: connection alerts": ("connectors.tasks.run_alerts", 1),
 }
 
 # Only `load_demo` creates this one (never `migrate`): the simulated ERP of the demo's local dropzone.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from .models import ERPConnection
-from .services import delivery, events, lifecycle, polling, pushing
+from .services import alerts, delivery, events, lifecycle, polling, pushing
 
 
 def deliver_connection(connection_id: int) -> str:
@@ -54,3 +54,8 @@ def prune_events() -> str:
     """The daily schedule: the event timeline keeps EVENT_RETENTION_DAYS."""
     deleted = events.prune_events(older_than_days=settings.EVENT_RETENTION_DAYS)
     return f"{deleted} event(s) older than {settings.EVENT_RETENTION_DAYS} days deleted"
+
+
+def run_alerts() -> str:
+    """The every-minute schedule: mail once when a connection's problem starts and once when it ends."""
+    return alerts.run_alerts()

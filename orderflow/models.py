@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator, validate_email
 from django.db import models
 from django.db.models import Q
 
@@ -20,6 +21,14 @@ country_validator = RegexValidator(
 positive_quantity = MinValueValidator(Decimal("0.001"), "Quantity must be greater than zero.")
 non_negative_price = MinValueValidator(Decimal("0"), "Unit price cannot be negative.")
 
+#: A bound on alert recipients per organization: a pasted list should not turn one alert into a mass mailing.
+MAX_ALERT_EMAILS = 50
+
+
+def split_addresses(raw: str) -> list[str]:
+    """Comma, semicolon or newline separated addresses -> the non-empty ones, stripped, in order."""
+    return [part.strip() for part in re.split(r"[,;\n]", raw or "") if part.strip()]
+
 
 class Organization(models.Model):
     slug = models.SlugField(unique=True, help_text="Short name used in export file names, e.g. 'acme'.")
@@ -29,12 +38,42 @@ class Organization(models.Model):
         settings.AUTH_USER_MODEL, blank=True, related_name="organizations",
         help_text="Staff users who work on this organization's orders and ERP connections.",
     )
+    alert_emails = models.TextField(
+        "alert e-mails", blank=True,
+        help_text="Who is told when this organization's ERP connection starts or stops failing: e-mail "
+        "addresses separated by commas or new lines. The site's admins (ADMINS) are told as well.",
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        addresses = split_addresses(self.alert_emails)
+        invalid = []
+        for address in addresses:
+            try:
+                validate_email(address)
+            except ValidationError:
+                invalid.append(address)
+        if invalid:
+            raise ValidationError({"alert_emails": "Not an e-mail address: " + ", ".join(invalid[:5])
+                                   + " (plain addresses such as ops@example.com, separated by commas or new lines)."})
+        if len(addresses) > MAX_ALERT_EMAILS:
+            raise ValidationError({"alert_emails": f"At most {MAX_ALERT_EMAILS} addresses; use a mailing list."})
+
+    def alert_recipients(self) -> list[str]:
+        """The valid addresses of ``alert_emails``, each once (rows saved without ``clean`` are read safely)."""
+        seen: dict[str, str] = {}
+        for address in split_addresses(self.alert_emails):
+            try:
+                validate_email(address)
+            except ValidationError:
+                continue  # a bad address must not cost the others their alert
+            seen.setdefault(address.lower(), address)
+        return list(seen.values())[:MAX_ALERT_EMAILS]
 
 
 class DraftOrder(models.Model):

@@ -174,7 +174,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Several django-q2 workers write to one SQLite file: wait for the lock
     # instead of failing at once with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "timeout": 20, "transaction_mode": "IMMEDIATE",
+        # WAL: readers never wait for the writer; synchronous=NORMAL: a commit is an append, not an fsync of
+        # the file (a process crash loses nothing; a power cut may lose the last commits, which the
+        # delivery's "is the file already ours?" check recovers from).
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    })
     # A file (not :memory:) test database, so a real qcluster process in the tests sees the same rows.
     # Per process, so two test runs in one checkout never replace each other's database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-orderflow-{os.getpid()}.sqlite3")}
@@ -249,3 +255,67 @@ EVENT_RETENTION_DAYS: int = env.int("EVENT_RETENTION_DAYS", default=90)
 CLAIM_LEASE_SECONDS: int = env.int("CLAIM_LEASE_SECONDS", default=60)
 # Error pages and mails hide sensitive POST fields (sensitive_post_parameters) and settings even with DEBUG on.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "orderflow.debug.AlwaysSafeExceptionReporterFilter"
+
+# -- E-mail: connection alerts (connectors/services/alerts.py) and Django's error mails to ADMINS --------------
+# EMAIL_URL holds the whole server in one value, e.g. smtp+tls://user:password@smtp.example.com:587 (django-environ:
+# smtp, smtp+tls, smtp+ssl, consolemail, filemail, memorymail); or set EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,
+# EMAIL_HOST_PASSWORD, EMAIL_USE_TLS, EMAIL_USE_SSL one by one (ignored when EMAIL_URL is set). Without either,
+# dev and test print mails on the console, so a laptop never mails anyone; production sends to SMTP on localhost.
+_email: dict = environ.Env.email_url_config(env.str("EMAIL_URL")) if env.str("EMAIL_URL", default="") else {}
+_default_email_backend = ("django.core.mail.backends.smtp.EmailBackend" if PRODUCTION or _email
+                          else "django.core.mail.backends.console.EmailBackend")
+EMAIL_BACKEND: str = env.str("EMAIL_BACKEND", default="") or _email.get("EMAIL_BACKEND") or _default_email_backend
+if _email:
+    EMAIL_HOST: str = _email.get("EMAIL_HOST") or "localhost"
+    EMAIL_HOST_USER: str = _email.get("EMAIL_HOST_USER") or ""
+    EMAIL_HOST_PASSWORD: str = _email.get("EMAIL_HOST_PASSWORD") or ""
+    EMAIL_USE_TLS: bool = bool(_email.get("EMAIL_USE_TLS"))
+    EMAIL_USE_SSL: bool = bool(_email.get("EMAIL_USE_SSL"))
+    # The URL's port, else the scheme's usual one (smtp+ssl: 465, smtp+tls: 587).
+    EMAIL_PORT: int = _email.get("EMAIL_PORT") or (465 if EMAIL_USE_SSL else 587 if EMAIL_USE_TLS else 25)
+else:
+    EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+    EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+    EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+    EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+    EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+    EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS (STARTTLS, port 587) and EMAIL_USE_SSL (port 465) exclude each other.")
+# A mail server that does not answer must not hold the alert run (and its worker) for minutes.
+EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="orderflow <orderflow@localhost>")
+SERVER_EMAIL: str = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+EMAIL_SUBJECT_PREFIX: str = env.str("EMAIL_SUBJECT_PREFIX", default="[orderflow] ")
+
+
+def _admins(raw: str) -> list[tuple[str, str]]:
+    """``"Ops <ops@example.com>, dev@example.com"`` -> Django's [(name, address)]; a bad entry stops the start."""
+    from email.utils import getaddresses
+
+    admins = []
+    for name, address in getaddresses([raw]):
+        if not address and not name:
+            continue
+        if address.count("@") != 1 or any(c.isspace() for c in address) or "" in address.split("@"):
+            raise ImproperlyConfigured(
+                f"ADMINS has an entry that is not an e-mail address: {(name or address)!r}. Use "
+                "'Name <address>' or plain addresses, separated by commas."
+            )
+        admins.append((name, address))
+    if raw.strip(" ,") and not admins:
+        raise ImproperlyConfigured("ADMINS names no e-mail address; use 'Name <address>' or plain addresses.")
+    return admins
+
+
+# Who gets every connection's alerts (and Django's error mails): "Ops <ops@example.com>,dev@example.com".
+ADMINS: list[tuple[str, str]] = _admins(env.str("ADMINS", default=""))
+# Absolute links in mails point here (no trailing slash needed), e.g. https://orders.example.com.
+ORDERFLOW_BASE_URL: str = env.str("ORDERFLOW_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Alerts: polls failed in a row before "polling failing" starts (it ends when a poll works again).
+ALERT_POLL_FAILURES: int = max(1, env.int("ALERT_POLL_FAILURES", default=3))
+# Alerts: minutes our delivered files may sit in the ERP's inbox before "the ERP stopped consuming" starts.
+ALERT_INBOX_STALE_MINUTES: int = max(1, env.int("ALERT_INBOX_STALE_MINUTES", default=30))
+# Alerts: one mail a day per connection listing what is still wrong, at the first run after this local hour.
+ALERT_DAILY_DIGEST: bool = env.bool("ALERT_DAILY_DIGEST", default=False)
+ALERT_DIGEST_HOUR: int = min(23, max(0, env.int("ALERT_DIGEST_HOUR", default=7)))

@@ -31,12 +31,14 @@ from tests.fixtures.dropzones import names
 DELIVER = "orderflow: deliver due exports"
 POLL = "orderflow: poll ERP acks"
 PRUNE = "orderflow: prune connector events"
+ALERTS = "orderflow: connection alerts"
 
 
 def assert_schedules_exactly_once() -> None:
     assert SCHEDULES == {DELIVER: ("connectors.tasks.deliver_all_due", 1),
                          POLL: ("connectors.tasks.poll_all_due", 1),
-                         PRUNE: ("connectors.tasks.prune_events", 24 * 60)}
+                         PRUNE: ("connectors.tasks.prune_events", 24 * 60),
+                         ALERTS: ("connectors.tasks.run_alerts", 1)}
     ours = Schedule.objects.filter(func__startswith="connectors.")
     assert sorted(ours.values_list("name", flat=True)) == sorted(SCHEDULES)  # each name exactly once
     for name, (func, minutes) in SCHEDULES.items():
