@@ -146,7 +146,7 @@ def run_now_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id:
         raise PermissionDenied
     if what == "poll":
         enqueue_poll(conn.pk, force=True)
-        messages.success(request, f"A poll of {conn} is queued; its result shows here in a moment.")
+        messages.success(request, f"A poll of {conn} is queued; reload this page in a moment to see its result.")
     else:
         enqueue_delivery(conn.pk)
         messages.success(request, f"A delivery run of {conn} is queued.")

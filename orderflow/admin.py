@@ -115,6 +115,13 @@ class DraftOrderAdmin(OrganizationScopedAdmin):
                 "status_display", "erp_order_id", "created_at", "updated_at")
         return self.readonly_fields
 
+    def has_change_permission(self, request: HttpRequest, obj: DraftOrder | None = None) -> bool:
+        # What the ERP has (or is getting) is shown, not edited: Django's view-only page, with "Close".
+        return not is_locked(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: DraftOrder | None = None) -> bool:
+        return not is_locked(obj) and super().has_delete_permission(request, obj)
+
     def save_model(self, request: HttpRequest, obj: DraftOrder, form: forms.ModelForm, change: bool) -> None:
         if not change:
             obj.save()

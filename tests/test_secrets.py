@@ -79,7 +79,7 @@ def form_data(conn: ERPConnection, **overrides: str) -> dict[str, str]:
         "password": "", "private_key": "", "private_key_passphrase": "",
         "export_path": "/inbound", "ack_path": "/outbound", "processed_path": "", "failed_path": "",
         "temp_suffix": ".tmp", "min_ack_age_seconds": "10", "poll_interval_seconds": "60",
-        "connect_timeout_seconds": "10", "operation_timeout_seconds": "30", "max_attempts": "8", "upload_channels": "2",
+        "connect_timeout_seconds": "10", "operation_timeout_seconds": "30", "max_attempts": "8", "upload_channels": "4",
         "mapping": "{}", "is_active": "on",
     }
     data.update(overrides)

@@ -64,7 +64,8 @@ def render_timeline(events: Iterable[ConnectorEvent]) -> str:
     rows = format_html_join(
         "", '<tr class="of-event of-event-{}"><td style="white-space:nowrap">{}</td><td>{}</td><td>{}</td>'
             "<td>{}</td></tr>",
-        ((e.level, localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"), e.actor or "orderflow",
+        ((e.level, localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+          e.actor or ("the ERP" if e.kind.startswith("ack_") else "orderflow"),
           e.kind.replace("_", " "), e.message) for e in events),
     )
     if not rows:

@@ -69,6 +69,10 @@ def _status(conn: ERPConnection, h: Health) -> str:
         h.reasons.append(REASONS[code])
     if conn.poll_failures >= FAILING_POLLS:
         h.reasons.append(f"the last {conn.poll_failures} polls failed")
+    if conn.transport == "sftp" and not conn.host_key.strip():
+        h.reasons.append(REASONS[ErrorCode.HOST_KEY_UNKNOWN])
+    if conn.transport in ("sftp", "ftp", "ftps") and not conn.has_secrets():
+        h.reasons.append("no password or private key is stored")
     if h.reasons:
         return "failing"
     if not conn.is_active:
@@ -82,6 +86,8 @@ def _status(conn: ERPConnection, h: Health) -> str:
                         f"{stale_minutes()} min"),
     ]
     h.reasons += [text for count, text in degraded if count]
+    if h.last_test is None and not conn.last_poll_at:
+        h.reasons.append("never tested: run the connection test")
     return "degraded" if h.reasons else "healthy"
 
 

@@ -234,7 +234,8 @@ def release_claim_fields() -> dict[str, Any]:
 
 def delivered(export: ERPExport, *, note: str = "", now: Any = None) -> Change:
     """The file is in the dropzone, verified: SENT; the draft PUSHED with the file name."""
-    return Change(export.pk, fields={"sent_at": now or timezone.now(), "last_error": "", **release_claim_fields()},
+    return Change(export.pk, fields={"sent_at": now or timezone.now(), "last_error": "", "next_attempt_at": None,
+                                     **release_claim_fields()},
                   draft_fields={"erp_order_id": export.filename}, message=f"Delivered {export.filename}{note}",
                   details={"sha256": export.payload_sha256, "size": export.payload_size})
 
@@ -253,7 +254,8 @@ def answered(export_id: uuid.UUID, *, body: dict[str, Any], message: str, erp_or
              errors: list | None = None, details: dict[str, Any] | None = None) -> Change:
     """An answer of the ERP (a file, or recorded by staff): accepted with a number, or rejected with errors."""
     now = timezone.now()
-    fields: dict[str, Any] = {"ack_body": body, "acked_at": now, "sent_at": Keep(now), **release_claim_fields()}
+    fields: dict[str, Any] = {"ack_body": body, "acked_at": now, "sent_at": Keep(now), "next_attempt_at": None,
+                              **release_claim_fields()}
     draft_fields: dict[str, Any] = {}
     if errors is None:
         fields["erp_order_number"] = erp_order_number

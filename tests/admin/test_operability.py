@@ -31,7 +31,10 @@ def answer(local_dropzone, export: ERPExport, body: dict) -> None:
 
 def test_home_page_shows_each_connections_health(admin_client: Client, make_connection, local_connection,
                                                  make_draft, django_capture_on_commit_callbacks) -> None:
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    assert "of-health-degraded" in html and "never tested" in html
     push([make_draft()], django_capture_on_commit_callbacks)
+    polling.poll_connection(connection=local_connection, force=True)
     html = admin_client.get(reverse("admin:index")).content.decode()
     assert "of-health-healthy" in html and "1 awaiting ack" in html
     assert f"?connection__id__exact={local_connection.pk}&amp;status__exact=SENT" in html

@@ -191,7 +191,7 @@ def push_answer_poll(page: Page, conn: ERPConnection, draft: DraftOrder,
     # The story: who pushed, the delivery, the ERP's answer with its number.
     story = page.locator("table.of-timeline tbody tr")
     expect(story.locator("td:nth-child(3)")).to_have_text(["export created", "delivered", "ack accepted"])
-    expect(story.locator("td:nth-child(2)")).to_have_text(["operator", "orderflow", "orderflow"])
+    expect(story.locator("td:nth-child(2)")).to_have_text(["operator", "orderflow", "the ERP"])
     expect(story.nth(0)).to_contain_text(f"operator pushed {draft.order_number}")
     expect(story.nth(1)).to_contain_text(f"Delivered {export.filename}")
     expect(story.nth(2)).to_contain_text(f"accepted by the ERP as {number}")
