@@ -12,6 +12,7 @@ from .crypto import keep_typed, typed_back
 from .mapping import text_problem, validate_mapping
 from .models import ERPConnection
 from .transports import TransportError
+from .transports.base import pinned_lines
 from .transports.ftps import pinned_digest
 from .transports.ssh_keys import parse_public_key
 
@@ -108,22 +109,23 @@ class ERPConnectionForm(forms.ModelForm):
                 )
 
     def clean_host_key(self) -> str:
-        """A pasted pin must be what the transport can check: an OpenSSH key line, or a SHA-256 fingerprint."""
-        value = " ".join((self.cleaned_data.get("host_key") or "").split())
+        """Each pasted pin (one per line; several while a server rotates its key) must be one the transport
+        can check: an OpenSSH public key line, or a certificate's SHA-256 fingerprint."""
+        lines = pinned_lines(self.cleaned_data.get("host_key") or "")
         transport = self.data.get("transport") or self.instance.transport
-        if not value:
-            return value
-        if len(value) > 4000 or any(ord(c) < 32 for c in value):
-            raise forms.ValidationError("Paste one line.")
-        if transport == "sftp":
-            try:
-                parse_public_key(value)
-            except TransportError as err:
-                raise forms.ValidationError(err.message) from None
-        elif transport == "ftps" and pinned_digest(value) is None:
-            raise forms.ValidationError("Enter the certificate's SHA-256 fingerprint, as "
-                                        "`openssl x509 -noout -fingerprint -sha256` prints it.")
-        return value
+        if len(lines) > 10 or any(len(line) > 4000 or any(ord(c) < 32 for c in line) for line in lines):
+            raise forms.ValidationError("Paste at most ten keys, one per line.")
+        for number, line in enumerate(lines, start=1):
+            where = f"Line {number}: " if len(lines) > 1 else ""
+            if transport == "sftp":
+                try:
+                    parse_public_key(line)
+                except TransportError as err:
+                    raise forms.ValidationError(where + err.message) from None
+            elif transport == "ftps" and pinned_digest(line) is None:
+                raise forms.ValidationError(where + "enter the certificate's SHA-256 fingerprint, as "
+                                            "`openssl x509 -noout -fingerprint -sha256` prints it.")
+        return "\n".join(lines)
 
     def clean_mapping(self) -> dict:
         mapping = self.cleaned_data.get("mapping")

@@ -19,6 +19,7 @@ from orderflow.models import DraftOrder, Organization
 from .crypto import EncryptedTextField, Sealed
 from .endpoints import SECRET_FIELDS, endpoint_digest
 from .transports import TRANSPORT_CHOICES, ErrorCode, TransportError, TransportSettings, default_port
+from .transports.base import pinned_lines
 
 REMOTE_KINDS = ("sftp", "ftp", "ftps")
 
@@ -46,7 +47,8 @@ class ERPConnection(models.Model):
     host_key = models.TextField(
         blank=True,
         help_text="The pinned server identity: an OpenSSH public key line for SFTP, a SHA256 certificate "
-        "fingerprint for FTPS. Use 'Test connection' to see and pin it.",
+        "fingerprint for FTPS. Use 'Test connection' to see and pin it. While the server rotates its key, pin "
+        "both, one per line; remove the old one once the rotation is done.",
     )
     export_path = models.CharField(max_length=500, default="/inbound")
     ack_path = models.CharField(max_length=500, default="/outbound")
@@ -163,17 +165,18 @@ class ERPConnection(models.Model):
     def _keep_secrets_with_their_endpoint(self) -> list[str]:
         """Clear stored secrets not typed again when the endpoint changed; returns the fields cleared.
 
-        The first pin of a host key (none pinned before) keeps them: it completes the endpoint they were
-        typed for.  Replacing a pinned key, or changing transport, host, port or user name, does not.
+        Pinning keys in addition to those pinned (the first pin, or a second key while the server rotates)
+        keeps them: the server they were typed for is still trusted.  Replacing or removing a pinned key,
+        or changing transport, host, port or user name, does not.
         """
         current = self.endpoint_digest()
         previous = self.secrets_endpoint
         if previous and previous != current and self.pk:
             stored_key = ERPConnection.objects.filter(pk=self.pk).values_list("host_key", flat=True).first() or ""
-            unpinned_before = not stored_key.strip() and previous == endpoint_digest(
-                transport=self.transport, host=self.host, port=self.effective_port, username=self.username,
-                host_key="")
-            if not unpinned_before:
+            only_keys_added = set(pinned_lines(stored_key)) <= set(pinned_lines(self.host_key)) and previous == (
+                endpoint_digest(transport=self.transport, host=self.host, port=self.effective_port,
+                                username=self.username, host_key=stored_key))
+            if not only_keys_added:
                 cleared = [n for n in SECRET_FIELDS if isinstance(getattr(self, n), Sealed)]
                 for name in cleared:
                     setattr(self, name, "")
@@ -208,7 +211,7 @@ class ERPConnection(models.Model):
             password=reveal(self.password),
             private_key=reveal(self.private_key),
             private_key_passphrase=reveal(self.private_key_passphrase),
-            host_key=self.host_key.strip(),
+            host_key="\n".join(pinned_lines(self.host_key)),
             temp_suffix=self.temp_suffix,
             connect_timeout=float(self.connect_timeout_seconds),
             operation_timeout=float(self.operation_timeout_seconds),

@@ -41,7 +41,7 @@ class TransportSettings:
     password: str = field(default="", repr=False)
     private_key: str = field(default="", repr=False)
     private_key_passphrase: str = field(default="", repr=False)
-    host_key: str = ""
+    host_key: str = ""  # one per line: several may be pinned while a server rotates its key
     temp_suffix: str = ".tmp"
     connect_timeout: float = 10.0
     operation_timeout: float = 30.0
@@ -49,6 +49,11 @@ class TransportSettings:
     upload_channels: int = 2
     #: Local transport only: the operator's jail (LOCAL_DROPZONE_ROOT); every path resolves inside it.
     local_root: str = ""
+
+
+def pinned_lines(host_key: str) -> list[str]:
+    """The pinned identities, one per non-empty line."""
+    return [line.strip() for line in host_key.splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)

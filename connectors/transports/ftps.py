@@ -15,7 +15,7 @@ import hashlib
 import socket
 import ssl
 
-from .base import ErrorCode, HostKeyError
+from .base import ErrorCode, HostKeyError, pinned_lines
 from .ftp import FTPTransport, _close_quietly
 
 
@@ -51,7 +51,7 @@ class _TLSClient(ftplib.FTP_TLS):
     its handshake starts, so the transport's deadline can cut a handshake too.
     """
 
-    pinned: bytes | None = None
+    pinned: set[bytes] | None = None  # SHA-256 digests of the pinned certificates (several in a rotation)
     data_sock: socket.socket | None = None
 
     def auth(self) -> str:
@@ -71,7 +71,7 @@ class _TLSClient(ftplib.FTP_TLS):
                     conn, server_hostname=self.host, session=self.sock.session, do_handshake_on_connect=False
                 )
                 conn.do_handshake()
-                if self.pinned and hashlib.sha256(conn.getpeercert(True)).digest() != self.pinned:
+                if self.pinned and hashlib.sha256(conn.getpeercert(True)).digest() not in self.pinned:
                     raise ssl.SSLError("data channel certificate differs from the control channel's")
             except BaseException:
                 conn.close()
@@ -85,14 +85,14 @@ class FTPSTransport(FTPTransport):
     scheme = "FTPS"
 
     def _new_client(self) -> ftplib.FTP:
-        pin = self.settings.host_key.strip()
-        client = _TLSClient(context=_unverified_context() if pin else ssl.create_default_context())
-        client.pinned = pinned_digest(pin) if pin else None
+        pins = pinned_lines(self.settings.host_key)
+        client = _TLSClient(context=_unverified_context() if pins else ssl.create_default_context())
+        client.pinned = {d for d in map(pinned_digest, pins) if d is not None} if pins else None
         return client
 
     def _secure(self, ftp: ftplib.FTP) -> None:
         assert isinstance(ftp, _TLSClient)
-        pin = self.settings.host_key.strip()
+        pin = ", ".join(pinned_lines(self.settings.host_key))
         with self.step("TLS") as rec, self._errors("TLS handshake", "", timeout=self.settings.connect_timeout):
             try:
                 ftp.auth()
@@ -105,7 +105,7 @@ class FTPSTransport(FTPTransport):
                 ) from err
             der = ftp.sock.getpeercert(binary_form=True)
             presented = cert_fingerprint(der)
-            if pin and hashlib.sha256(der).digest() != ftp.pinned:
+            if pin and hashlib.sha256(der).digest() not in (ftp.pinned or set()):
                 raise HostKeyError(
                     f"{self.scheme} {self._where}: certificate CHANGED: presents {presented}, "
                     f"pinned {pin}; re-pin only if the server's certificate was really replaced",

@@ -36,6 +36,7 @@ from .base import (
     TransportError,
     TransportSettings,
     permanent,
+    pinned_lines,
 )
 from .deadline import Deadline, DeadlineExceeded, after, deadline
 from .ssh_keys import fingerprint, load_private_key, parse_public_key
@@ -189,8 +190,8 @@ class SFTPTransport(Transport):
             raise
 
     def _handshake(self) -> paramiko.PKey:
-        s, pinned = self.settings, self.settings.host_key.strip()
-        pinned_type, pinned_blob = parse_public_key(pinned) if pinned else ("", b"")
+        s = self.settings
+        pinned = [parse_public_key(line) for line in pinned_lines(s.host_key)]  # (type, blob); several in a rotation
         with self._errors("connect to"):
             ssh = self._ssh = paramiko.Transport(self._sock)
             ssh.banner_timeout = s.connect_timeout
@@ -199,8 +200,8 @@ class SFTPTransport(Transport):
             # Ask for the pinned key's type first, so a server with several host
             # keys presents the one we know; with nothing pinned, prefer Ed25519.
             options = ssh.get_security_options()
-            wanted = _HOST_KEY_ALGORITHMS.get(pinned_type, (pinned_type or "ssh-ed25519",))
-            first = [a for a in wanted if a in options.key_types]
+            wanted = [a for key_type, _ in pinned for a in _HOST_KEY_ALGORITHMS.get(key_type, (key_type,))]
+            first = [a for a in dict.fromkeys(wanted or ["ssh-ed25519"]) if a in options.key_types]
             options.key_types = first + [a for a in options.key_types if a not in first]
             done = threading.Event()
             ssh.start_client(event=done)  # with an event, so we bound the wait ourselves
@@ -217,10 +218,11 @@ class SFTPTransport(Transport):
                 "check the fingerprint with the server's admin, then pin the key",
                 code=ErrorCode.HOST_KEY_UNKNOWN, **facts,
             )  # fmt: skip
-        if key.asbytes() != pinned_blob:
-            expected = fingerprint(pinned_blob)
+        if key.asbytes() not in {blob for _, blob in pinned}:
+            expected = ", ".join(fingerprint(blob) for _, blob in pinned)
+            named = ", ".join(f"{key_type} {fingerprint(blob)}" for key_type, blob in pinned)
             raise HostKeyError(
-                f"the host key of {self.where} has CHANGED: expected {pinned_type} {expected}, the server "
+                f"the host key of {self.where} has CHANGED: expected {named}, the server "
                 f"presented {name} {got}; pin the new key only if the server's admin confirms it",
                 code=ErrorCode.HOST_KEY_CHANGED, expected_fingerprint=expected, **facts,
             )  # fmt: skip

@@ -159,3 +159,13 @@ def test_a_change_that_bypasses_save_never_gets_the_secret(ftp_conn: ERPConnecti
     report = delivery.deliver_due_exports(connection=ERPConnection.objects.get())
     assert report.failed and evil.connections == 0
     assert "saved for another server" in ERPExport.objects.get().last_error
+
+
+def test_pinning_a_second_key_for_a_rotation_keeps_the_secrets(org, sftp_settings, sftp_dir, sshd_server) -> None:
+    conn = connection_from(sftp_settings(), org, export_path=str(sftp_dir), ack_path=str(sftp_dir))
+    conn.host_key = f"{sshd_server.host_keys['ed25519']}\n{sshd_server.host_keys['ecdsa']}"  # one more, none gone
+    conn.save()
+    assert ERPConnection.objects.get(pk=conn.pk).transport_settings().private_key  # kept
+    conn.host_key = sshd_server.host_keys["ecdsa"]  # the old one removed: a replacement
+    conn.save()
+    assert not ERPConnection.objects.get(pk=conn.pk).private_key

@@ -668,3 +668,16 @@ def test_a_stuck_connection_is_cut_so_every_lane_fails_at_once(sftp_settings, ss
                 assert_fails_at_once(lambda lane=lane: lane.stat(path))
         finally:
             t.close_lanes(lanes)
+
+
+def test_several_pinned_keys_any_of_them_is_trusted(sshd_server, sftp_settings, sftp_dir) -> None:
+    """While a server rotates its key, both may be pinned (one per line); a key pinned nowhere is still refused."""
+    from tests.servers.sshd import make_client_key
+
+    other = make_client_key("ed25519").public_line  # some key the server does not have
+    for pins in (f"{other}\n{sshd_server.host_keys['ed25519']}", f"{sshd_server.host_keys['ecdsa']}\n{other}"):
+        with get_transport(sftp_settings(host_key=pins)) as transport:
+            assert transport.list_dir(str(sftp_dir)) == []
+    with pytest.raises(HostKeyError) as err, get_transport(sftp_settings(host_key=other)):
+        pass
+    assert err.value.code == ErrorCode.HOST_KEY_CHANGED
