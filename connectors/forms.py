@@ -99,6 +99,9 @@ class ERPConnectionForm(forms.ModelForm):
             field.required = False
             # Never put the stored secret into the page, not even in a textarea.
             self.initial[name] = ""
+            clear = self.fields.get(f"clear_{name}")
+            if clear is not None and not stored:
+                clear.widget = forms.HiddenInput()  # nothing stored: nothing to clear
             if self._kept(name):
                 field.help_text = ("What you typed before is kept (encrypted) and will be saved with this form; "
                                    "leave empty to use it, or type it again.")

@@ -104,7 +104,8 @@ class DraftOrder(models.Model):
     notes = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW, db_index=True)
     erp_order_id = models.CharField(
-        max_length=255, blank=True, help_text="The export file name once pushed; the ERP's order number once confirmed."
+        "ERP reference", max_length=255, blank=True,
+        help_text="The export file name once pushed; the ERP's order number once confirmed."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -88,6 +88,8 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: ERPConnection | None = None) -> list:
         fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is None:  # nothing has been polled yet
+            fieldsets = [(name, opts) for name, opts in fieldsets if name != "Last poll"]
         if obj is not None and not self.has_change_permission(request, obj):
             # Without change permission: no secret field at all, only whether one is stored.
             return [(name, {**opts, "fields": ("credentials", "client_public_key")}) if opts["fields"] == CREDENTIALS
