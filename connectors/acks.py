@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from .jsontext import nested_deeper_than
+
 ACK_MAX_BYTES = 1024 * 1024
 ACK_MAX_DEPTH = 32
 #: What the database holds for an ERP order number (ERPExport.erp_order_number, DraftOrder.erp_order_id).
@@ -37,12 +39,6 @@ ERP_ORDER_NUMBER_MAX = 255
 _BOM = b"\xef\xbb\xbf"
 _PREFIXES = (("ack_", "ack"), ("error_", "error"))
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
-# JSON string literals, an unterminated one running to the end of the text. The
-# atomic group never backtracks and the tail always matches, so no quote is
-# rescanned to the end: linear. (Requiring a closing quote made a file of
-# "\"\"\"… quadratic: close to an hour for 1 MiB.)
-_STRING = re.compile(r'"(?>[^"\\]*(?:\\.[^"\\]*)*)(?:"|\\?\Z)', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 class MalformedAck(ValueError):
@@ -96,17 +92,6 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _too_deep(text: str) -> bool:
-    # Counted on the text before json.loads ever recurses: only brackets
-    # outside string literals count, so "[[[" inside a message is harmless.
-    depth = 0
-    for ch in _NOT_BRACKET.sub("", _STRING.sub("", text)):
-        depth += 1 if ch in "[{" else -1
-        if depth > ACK_MAX_DEPTH:
-            return True
-    return False
-
-
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -146,7 +131,7 @@ def _load(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise MalformedAck(f"not UTF-8: invalid byte at offset {err.start}") from err
-    if _too_deep(text):
+    if nested_deeper_than(text, ACK_MAX_DEPTH):
         raise MalformedAck(f"JSON nested deeper than {ACK_MAX_DEPTH} levels")
     try:
         return json.loads(text, object_pairs_hook=no_duplicate_keys,

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections import Counter, deque
 from typing import Any
 
+from connectors.jsontext import nested_deeper_than
 from connectors.payloads import V1_SHAPE
 
 SECTIONS = ("rename", "drop", "add")
@@ -38,10 +38,6 @@ MAX_BYTES = 64 * 1024  # of compact JSON (json.dumps defaults), as the database 
 _MISSING = object()  # "no such object in the v1 shape"; None means a scalar there
 _TOO_DEEP = f"the mapping is nested deeper than {MAX_DEPTH} levels of objects and arrays"
 _TOO_BIG = f"the mapping is larger than {MAX_BYTES // 1024} KiB of JSON"
-# JSON string literals, an unterminated one running to the end. The atomic group
-# never backtracks and the tail always matches, so the scan is linear in the text.
-_STRING = re.compile(r'"(?>[^"\\]*(?:\\.[^"\\]*)*)(?:"|\\?\Z)', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 class MappingError(ValueError):
@@ -84,12 +80,7 @@ def text_problem(text: str) -> str | None:
     in RecursionError; this counts brackets outside string literals in linear
     time so a form can refuse the text first. Size is left to validate_mapping().
     """
-    depth = 0
-    for ch in _NOT_BRACKET.sub("", _STRING.sub("", text)):
-        depth += 1 if ch in "[{" else -1
-        if depth > MAX_DEPTH:
-            return _TOO_DEEP
-    return None
+    return _TOO_DEEP if nested_deeper_than(text, MAX_DEPTH) else None
 
 
 def _int_digits_at_least(value: int) -> int:

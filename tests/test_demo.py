@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
@@ -22,9 +21,10 @@ from connectors.demo import run_demo_erp
 from connectors.demo_tasks import RUN_SECONDS, _interrupt_flag, answer_demo_exports
 from connectors.models import ERPConnection, ERPExport
 from connectors.schedules import DEMO_SCHEDULE, DEMO_TASK, ensure_schedules
-from connectors.services import polling, pushing
+from connectors.services import pushing
 from connectors.simulator import erp_order_number
 from orderflow.models import DraftOrder
+from tests.fixtures.pipeline import FakeClock
 
 
 def test_demo_loads_once_and_printed_password_logs_in(db, settings, tmp_path) -> None:
@@ -50,25 +50,6 @@ def test_demo_loads_once_and_printed_password_logs_in(db, settings, tmp_path) ->
 # --- the demo's simulated ERP (a demo-only django-q2 schedule) ---
 
 
-class FakeClock:
-    """One clock for the demo loop and the poller's minimum ack age: waits pass without the test sleeping."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(polling, "_clock", fake)
-    monkeypatch.setattr(polling, "_sleep", fake.sleep)
-    return fake
 
 
 @pytest.fixture

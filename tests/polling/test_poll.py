@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from connectors.services import polling
 from connectors.transports.base import TransportError
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import Dropzone, names, repoint
+from tests.fixtures.pipeline import FakeClock
 
 
 @pytest.fixture
@@ -155,25 +155,6 @@ def test_ack_arriving_while_export_is_pending(dropzone: Dropzone, make_draft) ->
     assert DraftOrder.objects.get().status == "CONFIRMED"
 
 
-class FakeClock:
-    """Our clock (polling._clock/_sleep): minimum ages pass without the test sleeping them."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(polling, "_clock", fake)
-    monkeypatch.setattr(polling, "_sleep", fake.sleep)
-    return fake
 
 
 def test_a_half_written_ack_with_an_old_mtime_is_not_read_on_first_sight(dropzone: Dropzone, sent_export: ERPExport,
