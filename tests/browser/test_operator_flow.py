@@ -237,6 +237,13 @@ def host_key_changes(page: Page, conn: ERPConnection, old: SSHDServer, new: SSHD
     expect(health.locator(".of-health-reason")).to_contain_text("the server's key CHANGED")
     screenshot("home-failing")
 
+    # The connection list says it too, and fits a 1366 px screen: no column off to the right.
+    page.goto("/admin/connectors/erpconnection/")
+    expect(page.locator("#result_list .of-state-failing")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    screenshot("connection-list")
+    page.goto("/admin/")
+
     # The test page says the same, with both fingerprints to compare.
     health.get_by_role("link", name=CONNECTION_NAME).click()
     page.locator(".object-tools a.of-test-link").click()
