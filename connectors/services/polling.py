@@ -35,7 +35,7 @@ from .lifecycle import AWAITING_ANSWER
 from .sessions import Session
 
 MAX_ACKS_PER_POLL = 500  # one run ends well inside the task timeout; the rest is due again at once
-CHUNK = 50  # acks read, applied (one transaction) and moved together
+CHUNK = 100  # acks read, applied (one transaction) and moved together
 RECHECK_MAX_SECONDS = 15  # new files that will be old enough this soon are re-checked within the run
 SCHEDULE_JITTER_SECONDS = 5  # a connection due this soon polls on this schedule run, not the next
 POLL_TASK_SECONDS = 50  # a poll task with a short interval keeps polling this long: within the minute schedule
