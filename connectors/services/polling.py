@@ -34,7 +34,7 @@ from .leases import Lease, lease_until, new_token
 from .lifecycle import AWAITING_ANSWER
 from .sessions import Session
 
-MAX_ACKS_PER_POLL = 500  # one run ends well inside the task timeout; the rest is due again at once
+MAX_ACKS_PER_POLL = 2000  # one run ends well inside the task timeout; the rest is due again at once
 CHUNK = 100  # acks read, applied (one transaction) and moved together
 RECHECK_MAX_SECONDS = 15  # new files that will be old enough this soon are re-checked within the run
 SCHEDULE_JITTER_SECONDS = 5  # a connection due this soon polls on this schedule run, not the next
