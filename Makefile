@@ -56,6 +56,7 @@ check: $(VENV)/.test-deps
 bench: $(VENV)/.test-deps
 	$(PY) bench/run.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
