@@ -12,12 +12,17 @@ from .models import ERPConnection
 from .services import alerts, delivery, events, lifecycle, polling, pushing
 
 
+def _budget(seconds: float) -> float:
+    """How long a task may keep working: its own wish, and well inside django-q2's timeout for it."""
+    return min(seconds, settings.Q_CLUSTER["timeout"] / 2)
+
+
 def deliver_connection(connection_id: int) -> str:
     connection = ERPConnection.objects.filter(pk=connection_id).first()
     if connection is None:
         return f"connection {connection_id} no longer exists"
     # Drains what is due, within the minute schedule (each run claims its exports; clusters share them).
-    reports = list(delivery.delivery_runs(connection=connection, budget=delivery.TASK_SECONDS))
+    reports = list(delivery.delivery_runs(connection=connection, budget=_budget(delivery.TASK_SECONDS)))
     return "; ".join(map(str, reports)) or f"{connection}: nothing due"
 
 
@@ -38,7 +43,8 @@ def poll_connection(connection_id: int, force: bool = False) -> str:
     connection = ERPConnection.objects.filter(pk=connection_id).first()
     if connection is None:
         return f"connection {connection_id} no longer exists"
-    reports = polling.poll_until_next_schedule(connection=connection, force=force)
+    reports = polling.poll_until_next_schedule(connection=connection, force=force,
+                                               budget=_budget(polling.POLL_TASK_SECONDS))
     return "; ".join(map(str, reports)) if reports else f"{connection}: not due, or polled by another worker"
 
 

@@ -38,7 +38,10 @@ MAX_ACKS_PER_POLL = 2000  # one run ends well inside the task timeout; the rest 
 CHUNK = 100  # acks read, applied (one transaction) and moved together
 RECHECK_MAX_SECONDS = 15  # new files that will be old enough this soon are re-checked within the run
 SCHEDULE_JITTER_SECONDS = 5  # a connection due this soon polls on this schedule run, not the next
-POLL_TASK_SECONDS = 50  # a poll task with a short interval keeps polling this long: within the minute schedule
+# A poll task with a short interval keeps polling this long.  django-q2 looks at its schedules every 30 s, so
+# the every-minute schedule fires 30 to 90 s apart: a task must outlast that or polls stop in between.  Two
+# tasks that overlap are safe: each poll claims the connection, and the one that finds it not due yet ends.
+POLL_TASK_SECONDS = 100
 # Our clock for readiness (a seam for tests: waiting a minimum age for real would make them slow).
 _clock: Callable[[], float] = time.time
 _sleep: Callable[[float], None] = time.sleep
@@ -140,11 +143,10 @@ class _Poll:
 
     def run(self) -> dict[str, list]:
         self._look_at_inbox()
-        for _recheck in range(2):
-            wait = self._pass()
-            if wait is None or wait > RECHECK_MAX_SECONDS or not self.budget:
-                break
-            self._sleep(wait)
+        wait = self._pass()
+        if wait is not None and wait <= RECHECK_MAX_SECONDS and self.budget:
+            self._sleep(wait)  # new files become old enough soon: read them in this poll, not the next
+            self._pass()
         if self.waiting:
             self.report.count("waiting", len(self.waiting))  # not yet unchanged long enough by our clock
         return {n: v for n, v in self.seen.current.items() if n not in self.gone}
