@@ -85,6 +85,8 @@ class ERPConnection(models.Model):
     # A poll run claims the connection for a lease, so clusters never poll it at once.
     poll_claim_token = models.UUIDField(null=True, blank=True, editable=False)
     poll_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # The poll task keeping a short interval (one at a time: a newer one takes over from it).
+    poll_task = models.UUIDField(null=True, blank=True, editable=False)
     # name -> [size, mtime] of the ack files seen by the previous poll (to spot files still growing).
     ack_listing = models.JSONField(default=dict, blank=True, editable=False)
     # Health, as the pipeline last saw it: failed polls in a row, the code of the last fault ("" once an

@@ -325,29 +325,43 @@ def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: 
 
 def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False,
                              budget: float = POLL_TASK_SECONDS) -> list[PollReport]:
-    """Poll now, and again each time the connection's interval passes, while the next run still fits in ``budget``.
+    """Poll now, and again each time the connection's interval passes, while the next run fits in ``budget``.
 
-    The schedule runs every minute; a connection polled every 10 s is polled
-    by one task that stays within the minute.  Each poll claims the
-    connection again, so any number of clusters stay safe.
+    The schedule runs every minute (30 to 90 s apart); a connection polled
+    every 10 s is polled by one task at a time, which hands over to the
+    next task the schedule starts (it marks the connection as its own).
+    Each poll claims the connection again, so any number of clusters stay
+    safe.  With an interval of a minute or more one poll is done (more only
+    while files are left).
     """
     ends = time.monotonic() + budget
+    mine = new_token()
+    ERPConnection.objects.filter(pk=connection.pk).update(poll_task=mine)
     with Session(connection) as session:  # one login for every poll of this task
-        return _poll_again_and_again(connection, force, ends, session)
+        return _poll_again_and_again(connection, force, ends, session, mine)
 
 
-def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, session: Session) -> list[PollReport]:
+def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, session: Session,
+                          mine: uuid.UUID) -> list[PollReport]:
     reports: list[PollReport] = []
     while True:
-        report = poll_connection(connection=connection, force=force, session=session)
-        if report is None:  # not due, or someone else polls it
-            break
-        reports.append(report)
+        report = poll_connection(connection=connection, force=force, session=session)  # None: not due, or taken
         force = False
+        if report is not None:
+            reports.append(report)
         connection.refresh_from_db(fields=["poll_interval_seconds", "next_poll_at", "is_active"])
-        wait = (connection.next_poll_at - timezone.now()).total_seconds() if connection.next_poll_at else 0
-        again = report.more or connection.poll_interval_seconds < 60  # files left, or a short interval
-        if report.error or not again or time.monotonic() + max(wait, 0) > ends:
+        more = report is not None and report.more
+        if report is not None and report.error:
+            break  # the dropzone fails: the schedule tries again
+        if connection.poll_interval_seconds >= 60 and not more:
+            break  # one poll a run (more only while files are left)
+        due = connection.next_poll_at
+        wait = max((due - timezone.now()).total_seconds(), 0) if due else 0
+        if report is None:
+            wait = wait or 1.0  # someone else is polling it right now: look again in a moment
+        if time.monotonic() + wait > ends:
             break
-        _sleep(max(wait, 0))
+        _sleep(wait)
+        if not ERPConnection.objects.filter(pk=connection.pk, poll_task=mine).exists():
+            break  # a newer task took over while this one waited
     return reports

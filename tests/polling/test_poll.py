@@ -282,3 +282,29 @@ def test_a_short_interval_is_polled_again_within_the_schedules_minute(dropzone: 
     assert polling.poll_until_next_schedule(connection=conn, force=True, budget=0)[0].outcomes == {"accepted": 1}
     ERPConnection.objects.filter(pk=conn.pk).update(poll_interval_seconds=60)
     assert len(polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True)) == 1
+
+
+def test_a_newer_poll_task_takes_over_from_an_older_one(dropzone: Dropzone, sent_export: ERPExport,
+                                                        monkeypatch) -> None:
+    """The schedule starts a poll task every 30-90 s; one keeps the connection at a time, the newest."""
+    import uuid
+
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=1)
+    sleeps = []
+
+    def a_newer_task_starts(seconds: float) -> None:
+        sleeps.append(seconds)
+        ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_task=uuid.uuid4())
+
+    monkeypatch.setattr(polling, "_sleep", a_newer_task_starts)
+    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True, budget=60)
+    assert len(reports) == 1 and len(sleeps) == 1  # polled, waited its interval, saw the newer task, ended
+
+
+def test_a_task_that_finds_the_connection_not_due_waits_for_it(dropzone: Dropzone, sent_export: ERPExport,
+                                                               monkeypatch) -> None:
+    """A task started while the previous one had just polled keeps the short interval going (no gap)."""
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(
+        poll_interval_seconds=1, next_poll_at=timezone.now() + timedelta(seconds=1))
+    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), budget=2.5)
+    assert len(reports) >= 1  # it did not give up on "not due yet"
