@@ -10,6 +10,7 @@ from django.conf import settings
 
 from .models import ERPConnection
 from .services import alerts, delivery, events, lifecycle, polling, pushing
+from .worker_stop import stop_requested
 
 
 def _budget(seconds: float) -> float:
@@ -22,7 +23,9 @@ def deliver_connection(connection_id: int) -> str:
     if connection is None:
         return f"connection {connection_id} no longer exists"
     # Drains what is due, within the minute schedule (each run claims its exports; clusters share them).
-    reports = list(delivery.delivery_runs(connection=connection, budget=_budget(delivery.TASK_SECONDS)))
+    with stop_requested() as stopping:  # Ctrl-C: the run in progress ends, no other starts
+        reports = list(delivery.delivery_runs(connection=connection, budget=_budget(delivery.TASK_SECONDS),
+                                              should_stop=stopping))
     return "; ".join(map(str, reports)) or f"{connection}: nothing due"
 
 
@@ -43,8 +46,9 @@ def poll_connection(connection_id: int, force: bool = False) -> str:
     connection = ERPConnection.objects.filter(pk=connection_id).first()
     if connection is None:
         return f"connection {connection_id} no longer exists"
-    reports = polling.poll_until_next_schedule(connection=connection, force=force,
-                                               budget=_budget(polling.POLL_TASK_SECONDS))
+    with stop_requested() as stopping:  # Ctrl-C: ends at its next pause
+        reports = polling.poll_until_next_schedule(connection=connection, force=force,
+                                                   budget=_budget(polling.POLL_TASK_SECONDS), should_stop=stopping)
     return "; ".join(map(str, reports)) if reports else f"{connection}: not due, or polled by another worker"
 
 

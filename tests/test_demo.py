@@ -18,11 +18,12 @@ from django_q.models import Schedule
 
 from connectors import demo
 from connectors.demo import run_demo_erp
-from connectors.demo_tasks import RUN_SECONDS, _interrupt_flag, answer_demo_exports
+from connectors.demo_tasks import RUN_SECONDS, answer_demo_exports
 from connectors.models import ERPConnection, ERPExport
 from connectors.schedules import DEMO_SCHEDULE, DEMO_TASK, ensure_schedules
 from connectors.services import pushing
 from connectors.simulator import erp_order_number
+from connectors.worker_stop import stop_requested
 from orderflow.models import DraftOrder
 from tests.fixtures.pipeline import FakeClock
 
@@ -143,7 +144,7 @@ def test_a_run_ends_soon_after_a_stop_request(demo_connection: ERPConnection, cl
 def test_ctrl_c_ends_the_run_instead_of_being_ignored() -> None:
     """A cluster worker ignores SIGINT; while the demo run lasts, SIGINT only asks it to finish."""
     before = signal.getsignal(signal.SIGINT)
-    with _interrupt_flag() as stopping:
+    with stop_requested() as stopping:
         assert not stopping()
         signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt
         assert stopping()

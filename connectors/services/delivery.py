@@ -35,6 +35,7 @@ from ..mapping import MappingError
 from ..models import ERPConnection, ERPExport
 from ..payloads import PayloadError
 from ..transports import ErrorCode, Transport, TransportError
+from ..worker_stop import StopCheck, never
 from . import lifecycle
 from .documents import build_export_file
 from .leases import Lease, lease_until, new_token
@@ -290,14 +291,16 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT,
     return report
 
 
-def delivery_runs(*, connection: ERPConnection, budget: float | None = None) -> Iterator[DeliveryReport]:
+def delivery_runs(*, connection: ERPConnection, budget: float | None = None,
+                  should_stop: StopCheck = never) -> Iterator[DeliveryReport]:
     """Bounded runs one after the other until nothing is due (or ``budget`` seconds have passed): a drain.
 
-    Exports that met a fault are due again only after their back-off, so this ends.
+    Exports that met a fault are due again only after their back-off, so this ends.  ``should_stop``
+    (Ctrl-C) ends it after the run in progress.
     """
     ends = None if budget is None else time.monotonic() + budget
     with Session(connection) as session:  # one login for all the runs
-        while ends is None or time.monotonic() < ends:
+        while (ends is None or time.monotonic() < ends) and not should_stop():
             report = deliver_due_exports(connection=connection, session=session)
             if not report.handled:
                 return

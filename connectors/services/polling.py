@@ -28,6 +28,7 @@ from django.utils import timezone
 from ..acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ack
 from ..models import ConnectorEvent, ERPConnection, ERPExport
 from ..transports import ErrorCode, RemoteFile, Transport, TransportError
+from ..worker_stop import StopCheck, never
 from .answers import TO_FAILED, Handled, apply_acks
 from .events import EventSpec, record_events
 from .leases import Lease, lease_until, new_token
@@ -134,8 +135,10 @@ def _read(directory: str) -> Callable[[Transport, RemoteFile], bytes]:
 class _Poll:
     """One poll run of one connection over one open transport."""
 
-    def __init__(self, conn: ERPConnection, transport: Transport, report: PollReport, lease: Lease) -> None:
+    def __init__(self, conn: ERPConnection, transport: Transport, report: PollReport, lease: Lease,
+                 should_stop: StopCheck = never) -> None:
         self.conn, self.transport, self.report, self.lease = conn, transport, report, lease
+        self.should_stop = should_stop
         self.seen = _Observations(conn.ack_listing, conn.min_ack_age_seconds)
         self.gone: set[str] = set()  # handled (moved) this run
         self.budget = MAX_ACKS_PER_POLL
@@ -146,7 +149,8 @@ class _Poll:
         wait = self._pass()
         if wait is not None and wait <= RECHECK_MAX_SECONDS and self.budget:
             self._sleep(wait)  # new files become old enough soon: read them in this poll, not the next
-            self._pass()
+            if not self.should_stop():
+                self._pass()
         if self.waiting:
             self.report.count("waiting", len(self.waiting))  # not yet unchanged long enough by our clock
         return {n: v for n, v in self.seen.current.items() if n not in self.gone}
@@ -160,7 +164,7 @@ class _Poll:
 
     def _sleep(self, seconds: float) -> None:
         deadline = _clock() + seconds
-        while (left := deadline - _clock()) > 0:
+        while (left := deadline - _clock()) > 0 and not self.should_stop():
             _sleep(min(left, 1.0))
             self._keep()
 
@@ -268,11 +272,12 @@ class _Poll:
         record_events(events)
 
 
-def poll_connection(*, connection: ERPConnection, force: bool = False,
-                    session: Session | None = None) -> PollReport | None:
+def poll_connection(*, connection: ERPConnection, force: bool = False, session: Session | None = None,
+                    should_stop: StopCheck = never) -> PollReport | None:
     """One poll of one connection over one open transport (``session``'s, or its own).
 
-    None when it is not due or someone else polls it.
+    None when it is not due or someone else polls it.  ``should_stop`` cuts short its wait for new
+    files to become old enough (they are read by the next poll).
     """
     token = claim_connection(connection_id=connection.pk, force=force)
     if token is None:
@@ -289,7 +294,7 @@ def poll_connection(*, connection: ERPConnection, force: bool = False,
         transport = session.transport()
         for path in (connection.effective_processed_path, connection.effective_failed_path):
             transport.makedirs(path)
-        listing = _Poll(connection, transport, report, lease).run()
+        listing = _Poll(connection, transport, report, lease, should_stop).run()
     except Exception as err:
         session.drop()
         report.error = err.message if isinstance(err, TransportError) else f"{type(err).__name__}: {err}"
@@ -323,8 +328,8 @@ def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: 
                                  details={"outcomes": report.outcomes})])
 
 
-def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False,
-                             budget: float = POLL_TASK_SECONDS) -> list[PollReport]:
+def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False, budget: float = POLL_TASK_SECONDS,
+                             should_stop: StopCheck = never) -> list[PollReport]:
     """Poll now, and again each time the connection's interval passes, while the next run fits in ``budget``.
 
     The schedule runs every minute (30 to 90 s apart); a connection polled
@@ -332,20 +337,21 @@ def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False,
     next task the schedule starts (it marks the connection as its own).
     Each poll claims the connection again, so any number of clusters stay
     safe.  With an interval of a minute or more one poll is done (more only
-    while files are left).
+    while files are left).  ``should_stop`` ends it at its next pause (Ctrl-C).
     """
     ends = time.monotonic() + budget
     mine = new_token()
     ERPConnection.objects.filter(pk=connection.pk).update(poll_task=mine)
     with Session(connection) as session:  # one login for every poll of this task
-        return _poll_again_and_again(connection, force, ends, session, mine)
+        return _poll_again_and_again(connection, force, ends, session, mine, should_stop)
 
 
 def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, session: Session,
-                          mine: uuid.UUID) -> list[PollReport]:
+                          mine: uuid.UUID, should_stop: StopCheck) -> list[PollReport]:
     reports: list[PollReport] = []
     while True:
-        report = poll_connection(connection=connection, force=force, session=session)  # None: not due, or taken
+        # None: not due, or taken
+        report = poll_connection(connection=connection, force=force, session=session, should_stop=should_stop)
         force = False
         if report is not None:
             reports.append(report)
@@ -361,7 +367,17 @@ def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, s
             wait = wait or 1.0  # someone else is polling it right now: look again in a moment
         if time.monotonic() + wait > ends:
             break
-        _sleep(wait)
+        if not _pause(wait, should_stop):
+            break  # asked to stop (Ctrl-C): the cluster waits for this task
         if not ERPConnection.objects.filter(pk=connection.pk, poll_task=mine).exists():
             break  # a newer task took over while this one waited
     return reports
+
+
+def _pause(seconds: float, should_stop: StopCheck) -> bool:
+    """Sleep in steps of at most a second; False as soon as a stop is asked for."""
+    while seconds > 0 and not should_stop():
+        step = min(seconds, 1.0)
+        _sleep(step)
+        seconds -= step
+    return not should_stop()
