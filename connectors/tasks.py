@@ -53,8 +53,8 @@ def poll_connection(connection_id: int, force: bool = False) -> str:
 
 
 def poll_all_due() -> str:
-    """The every-minute schedule: one poll task per connection whose interval has passed (draining ones too)."""
-    due = list(polling.due_connections().values_list("pk", flat=True))
+    """The every-minute schedule: one poll task per connection due (draining ones too) or kept by poll tasks."""
+    due = list(polling.connections_to_poll().values_list("pk", flat=True))
     for connection_id in due:
         pushing.enqueue_poll(connection_id)
     return f"poll enqueued for {len(due)} connection(s)"

@@ -41,8 +41,10 @@ RECHECK_MAX_SECONDS = 15  # new files that will be old enough this soon are re-c
 SCHEDULE_JITTER_SECONDS = 5  # a connection due this soon polls on this schedule run, not the next
 # A poll task with a short interval keeps polling this long.  django-q2 looks at its schedules every 30 s, so
 # the every-minute schedule fires 30 to 90 s apart: a task must outlast that or polls stop in between.  Two
-# tasks that overlap are safe: each poll claims the connection, and the one that finds it not due yet ends.
+# tasks that overlap are safe: each poll claims the connection, and the older task ends (the newer one took over).
 POLL_TASK_SECONDS = 100
+# Intervals below this are kept by poll tasks (above); the schedule starts a new one on every firing.
+SHORT_INTERVAL_SECONDS = 60
 # Our clock for readiness (a seam for tests: waiting a minimum age for real would make them slow).
 _clock: Callable[[], float] = time.time
 _sleep: Callable[[float], None] = time.sleep
@@ -85,6 +87,14 @@ def due_connections() -> QuerySet[ERPConnection]:
     soon = now + timedelta(seconds=SCHEDULE_JITTER_SECONDS)
     return pollable().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=soon)).filter(
         Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now))
+
+
+def connections_to_poll() -> QuerySet[ERPConnection]:
+    """What the every-minute schedule starts a poll task for: the due connections, and every connection with a
+    short interval, due or not, claimed or not (its running task hands over to the new one: no gap when it ends).
+    """
+    return pollable().filter(Q(pk__in=due_connections().values("pk"))
+                             | Q(poll_interval_seconds__lt=SHORT_INTERVAL_SECONDS))
 
 
 def claim_connection(*, connection_id: int, force: bool = False) -> uuid.UUID | None:
@@ -359,7 +369,7 @@ def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, s
         more = report is not None and report.more
         if report is not None and report.error:
             break  # the dropzone fails: the schedule tries again
-        if connection.poll_interval_seconds >= 60 and not more:
+        if connection.poll_interval_seconds >= SHORT_INTERVAL_SECONDS and not more:
             break  # one poll a run (more only while files are left)
         due = connection.next_poll_at
         wait = max((due - timezone.now()).total_seconds(), 0) if due else 0

@@ -308,3 +308,26 @@ def test_a_task_that_finds_the_connection_not_due_waits_for_it(dropzone: Dropzon
         poll_interval_seconds=1, next_poll_at=timezone.now() + timedelta(seconds=1))
     reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), budget=2.5)
     assert len(reports) >= 1  # it did not give up on "not due yet"
+
+
+@pytest.mark.parametrize("dropzone", ["local"], indirect=True)
+def test_the_schedule_starts_the_next_task_of_a_short_interval_even_right_after_a_poll(
+        dropzone: Dropzone, monkeypatch) -> None:
+    """The task that keeps a 10 s interval lasts 100 s; the schedule firing just after one of its polls (next
+    one 9 s away) or during one (claimed) must still start its successor, or polling stops when it ends."""
+    from connectors import tasks
+    from connectors.services import pushing
+
+    enqueued: list[int] = []
+    monkeypatch.setattr(pushing, "enqueue_poll", lambda pk, **kw: enqueued.append(pk))
+    conn = dropzone.connection
+    ERPConnection.objects.filter(pk=conn.pk).update(poll_interval_seconds=10,
+                                                    next_poll_at=timezone.now() + timedelta(seconds=9))
+    tasks.poll_all_due()
+    assert polling.claim_connection(connection_id=conn.pk, force=True) is not None  # a poll under way
+    tasks.poll_all_due()
+    assert enqueued == [conn.pk, conn.pk]
+    ERPConnection.objects.filter(pk=conn.pk).update(poll_interval_seconds=60, poll_claimed_until=None,
+                                                    next_poll_at=timezone.now() + timedelta(seconds=50))
+    tasks.poll_all_due()  # a minute's interval polled just now: its poll is the next schedule's
+    assert enqueued == [conn.pk, conn.pk]
