@@ -135,9 +135,9 @@ class _Observations:
         return self.current[item.name][2] + self.min_age
 
 
-def _read(directory: str) -> Callable[[Transport, RemoteFile], bytes]:
-    def read(lane: Transport, item: RemoteFile) -> bytes:
-        return lane.read_file(lane.join(directory, item.name), max_bytes=ACK_MAX_BYTES, size_hint=item.size)
+def _read(directory: str) -> Callable[[Transport, list[RemoteFile]], list[bytes | TransportError]]:
+    def read(lane: Transport, items: list[RemoteFile]) -> list[bytes | TransportError]:
+        return lane.read_many(directory, items, max_bytes=ACK_MAX_BYTES)
 
     return read
 
@@ -218,7 +218,7 @@ class _Poll:
 
     def _chunk(self, items: list[RemoteFile]) -> None:
         parsed, handled = [], []
-        with closing(self.transport.parallel(_read(self.conn.ack_path), items)) as reads:
+        with closing(self.transport.parallel_batches(_read(self.conn.ack_path), items)) as reads:
             for result in reads:
                 if result is None:
                     self._keep()
@@ -250,12 +250,13 @@ class _Poll:
         """Move each file to processed/ or failed/ (after its answer committed); record what happened."""
         conn = self.conn
 
-        def move(lane: Transport, h: Handled) -> str:
-            target = conn.effective_failed_path if h.outcome in TO_FAILED else conn.effective_processed_path
-            return lane.move_no_overwrite(lane.join(conn.ack_path, h.name), target)
+        def move(lane: Transport, batch: list[Handled]) -> list[str | TransportError]:
+            return lane.move_many([(lane.join(conn.ack_path, h.name),
+                                    conn.effective_failed_path if h.outcome in TO_FAILED
+                                    else conn.effective_processed_path) for h in batch])
 
         events = []
-        with closing(self.transport.parallel(move, handled)) as moves:
+        with closing(self.transport.parallel_batches(move, handled)) as moves:
             for result in moves:
                 if result is None:
                     self._keep()

@@ -206,6 +206,26 @@ class Transport(ABC):
 
         return run_parallel(self, op, items, lanes=self.max_lanes, tick=tick)
 
+    def parallel_batches(
+        self, op: Callable[[Transport, list[T]], list[R | TransportError]], items: list[T], *, most: int = 32,
+        tick: float = 1.0,
+    ) -> Iterator[tuple[T, R | TransportError] | None]:
+        """``op(lane, batch)`` over the lanes, the items split into one batch per lane (at most ``most`` each).
+
+        Yields ``(item, result)`` per item as its batch finishes, ``None`` every idle ``tick``; an error that
+        ends a whole batch is each of its items' result.  For operations a protocol can pipeline
+        (``read_many``, ``move_many``): a batch costs a lane a round trip or two, not a few per item.
+        """
+        size = max(1, min(most, -(-len(items) // self.max_lanes)))
+        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        for result in self.parallel(op, batches, tick=tick):
+            if result is None:
+                yield None
+                continue
+            batch, outcome = result
+            yield from zip(batch, [outcome] * len(batch) if isinstance(outcome, TransportError) else outcome,
+                           strict=True)
+
     def step(self, name: str) -> AbstractContextManager[Step]:
         """Time one step of ``open``/probing into ``self.steps``."""
         return timed_step(self.steps, name)
@@ -313,6 +333,26 @@ class Transport(ABC):
             if result is not None:
                 found[result[0]] = result[1]
         return [(name, found[i]) for i, (name, _data) in enumerate(todo)]
+
+    def read_many(self, directory: str, files: list[RemoteFile], *, max_bytes: int) -> list[bytes | TransportError]:
+        """``read_file`` of each listed file of ``directory`` (its listed size the hint); a result each, in order."""
+        results: list[bytes | TransportError] = []
+        for f in files:
+            try:
+                results.append(self.read_file(self.join(directory, f.name), max_bytes=max_bytes, size_hint=f.size))
+            except TransportError as err:
+                results.append(err)
+        return results
+
+    def move_many(self, moves: list[tuple[str, str]]) -> list[str | TransportError]:
+        """``move_no_overwrite(src, dest_dir)`` for each pair; one result (new path or error) each, in order."""
+        results: list[str | TransportError] = []
+        for src, dest_dir in moves:
+            try:
+                results.append(self.move_no_overwrite(src, dest_dir))
+            except TransportError as err:
+                results.append(err)
+        return results
 
     def move_no_overwrite(self, src: str, dest_dir: str) -> str:
         """Move ``src`` into ``dest_dir``; on a name collision add ``-1``, ``-2``… before the extension.

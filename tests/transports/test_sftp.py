@@ -144,6 +144,46 @@ def test_move_no_overwrite_adds_a_numeric_suffix(sftp_settings, sftp_dir: Path):
     ]
 
 
+def test_read_many_pipelines_small_files_and_gives_each_its_own_outcome(sftp_settings, sftp_dir: Path,
+                                                                         monkeypatch) -> None:
+    for i in range(5):
+        (sftp_dir / f"ack_{i}.json").write_bytes(b'{"n": %d}' % i)
+    (sftp_dir / "empty.json").write_bytes(b"")
+    (sftp_dir / "big.json").write_bytes(b"x" * 100_000)  # more than one READ: the one-file path
+    one_by_one: list[str] = []
+    single = SFTPTransport.read_file
+    monkeypatch.setattr(SFTPTransport, "read_file", lambda self, path, **kw: one_by_one.append(path) or single(
+        self, path, **kw))
+    with connect(sftp_settings()) as t:
+        listed = sorted(t.list_dir(str(sftp_dir)), key=lambda f: f.name)
+        (sftp_dir / "ack_3.json").unlink()  # gone between the listing and the read
+        results = dict(zip([f.name for f in listed], t.read_many(str(sftp_dir), listed, max_bytes=200_000),
+                           strict=True))
+    assert [results[f"ack_{i}.json"] for i in (0, 1, 2, 4)] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}', b'{"n": 4}']
+    gone = results["ack_3.json"]
+    assert isinstance(gone, TransportError) and gone.code == ErrorCode.NOT_FOUND and "ack_3.json" in gone.message
+    assert results["empty.json"] == b"" and results["big.json"] == b"x" * 100_000
+    assert sorted(Path(p).name for p in one_by_one) == ["big.json", "empty.json"]  # the small ones went batched
+
+
+def test_move_many_moves_a_batch_and_each_refusal_goes_its_own_way(sftp_settings, sftp_dir: Path) -> None:
+    inbox, done = sftp_dir / "in", sftp_dir / "done"
+    inbox.mkdir()
+    done.mkdir()
+    for name in ("a.json", "b.json", "c.json"):
+        (inbox / name).write_bytes(name.encode())
+    (done / "b.json").write_bytes(b"an earlier b")
+    moves = [(str(inbox / n), str(done)) for n in ("a.json", "b.json", "gone.json", "c.json")]
+    with connect(sftp_settings()) as t:
+        results = t.move_many(moves)
+    assert results[0] == str(done / "a.json") and results[1] == str(done / "b-1.json")
+    assert isinstance(results[2], TransportError) and results[2].code == ErrorCode.NOT_FOUND
+    assert results[3] == str(done / "c.json")
+    assert sorted(p.name for p in inbox.iterdir()) == []
+    assert {p.name: p.read_bytes() for p in done.iterdir()} == {
+        "a.json": b"a.json", "b.json": b"an earlier b", "b-1.json": b"b.json", "c.json": b"c.json"}
+
+
 def test_makedirs_and_remove(sftp_settings, sftp_dir: Path):
     (sftp_dir / "a").mkdir()
     (sftp_dir / "file").write_bytes(b"x")
