@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,10 +46,13 @@ from .sessions import Session
 BATCH_LIMIT = 200  # exports per run: one run ends well inside the task timeout
 TASK_SECONDS = 50  # a delivery task keeps starting runs this long: within the minute schedule
 FREEZE_CHUNK = 25  # files frozen (archived and committed) per transaction, ahead of their upload
+# Files a lane puts in one go (a few round trips for all of them); a crash may re-send lanes x this many.
+UPLOAD_BATCH = 8
 FLUSH_EVERY = 20  # outcomes written per transaction ...
 FLUSH_SECONDS = 0.25  # ... or after this long, so a crash re-sends at most a few files
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 3600
+Frozen = tuple[ERPExport, bytes]  # an export and its file's bytes, archived before the first upload
 FOUND_NOTE = " (found already in the dropzone after an interrupted run)"
 
 
@@ -203,32 +206,35 @@ class _Run:
         self.now = timezone.now()
 
 
-def _upload(directory: str):  # type: ignore[no-untyped-def]
-    """The per-file operation a lane runs: put atomically; an existing file is ours only with our bytes."""
+def _upload(directory: str) -> Callable[[Transport, list[Frozen]], list[str | TransportError]]:
+    """What a lane runs for a batch: put atomically; an existing file is ours only with our bytes.
+
+    Each export's result is a note for its SENT event ("" when nothing is to be said) or its error.
+    """
 
     def ours(lane: Transport, export: ERPExport, data: bytes) -> bool:
         return lane.holds_file(directory, export.filename, sha256=export.payload_sha256,
                                size=export.payload_size or len(data))
 
-    def put(lane: Transport, item: tuple[ERPExport, bytes]) -> str:
-        export, data = item
+    def settle(lane: Transport, export: ERPExport, data: bytes, err: TransportError) -> str | TransportError:
+        if err.code == ErrorCode.EXISTS:
+            if ours(lane, export, data):
+                return FOUND_NOTE
+            return TransportError(f"a different file named {export.filename} is already in the dropzone; "
+                                  "not overwritten", permanent=True, code=ErrorCode.EXISTS)
+        # A fault that may have come after the server renamed (a lost reply): look before retrying.
         try:
-            lane.put_atomic(directory, export.filename, data)
-            return ""
-        except TransportError as err:
-            if err.code == ErrorCode.EXISTS:
-                if ours(lane, export, data):
-                    return FOUND_NOTE
-                raise TransportError(f"a different file named {export.filename} is already in the dropzone; "
-                                     "not overwritten", permanent=True, code=ErrorCode.EXISTS) from err
-            # A fault that may have come after the server renamed (a lost reply): look before retrying.
-            try:
-                landed = not err.permanent and lane.stat(lane.join(directory, export.filename)) is not None
-                if landed and ours(lane, export, data):
-                    return " (the server renamed it although the reply was lost)"
-            except TransportError:
-                pass
-            raise
+            landed = not err.permanent and lane.stat(lane.join(directory, export.filename)) is not None
+            if landed and ours(lane, export, data):
+                return " (the server renamed it although the reply was lost)"
+        except TransportError:
+            pass
+        return err
+
+    def put(lane: Transport, batch: list[Frozen]) -> list[str | TransportError]:
+        results = lane.put_batch(directory, [(export.filename, data) for export, data in batch])
+        return ["" if isinstance(result, str) else settle(lane, export, data, result)
+                for (export, data), result in zip(batch, results, strict=True)]
 
     return put
 
@@ -245,7 +251,7 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT,
         return report
     run = _Run(connection, claimed[0].claim_token, report)
 
-    def files() -> Iterator[tuple[ERPExport, bytes]]:
+    def files() -> Iterator[Frozen]:
         for start in range(0, len(claimed), FREEZE_CHUNK):
             if not run.lease.keep():
                 return  # another worker holds them now
@@ -260,7 +266,8 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT,
     session_faulty = False
     try:
         transport = session.transport()
-        with closing(transport.parallel(_upload(connection.export_path), files())) as results:
+        uploads = transport.parallel_batches(_upload(connection.export_path), files(), size=UPLOAD_BATCH)
+        with closing(uploads) as results:
             for result in results:
                 if result is not None:
                     (export, _data), outcome = result

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -207,17 +208,22 @@ class Transport(ABC):
         return run_parallel(self, op, items, lanes=self.max_lanes, tick=tick)
 
     def parallel_batches(
-        self, op: Callable[[Transport, list[T]], list[R | TransportError]], items: list[T], *, most: int = 32,
-        tick: float = 1.0,
+        self, op: Callable[[Transport, list[T]], list[R | TransportError]], items: Iterable[T], *,
+        size: int | None = None, most: int = 32, tick: float = 1.0,
     ) -> Iterator[tuple[T, R | TransportError] | None]:
-        """``op(lane, batch)`` over the lanes, the items split into one batch per lane (at most ``most`` each).
+        """``op(lane, batch)`` over the lanes, for batches of ``size`` items (default: the items split into one
+        batch per lane, at most ``most`` each; with ``size``, ``items`` may be a stream, read as the lanes go).
 
         Yields ``(item, result)`` per item as its batch finishes, ``None`` every idle ``tick``; an error that
         ends a whole batch is each of its items' result.  For operations a protocol can pipeline
-        (``read_many``, ``move_many``): a batch costs a lane a round trip or two, not a few per item.
+        (``read_many``, ``move_many``, ``put_batch``): a batch costs a lane a round trip or two, not a few
+        per item.
         """
-        size = max(1, min(most, -(-len(items) // self.max_lanes)))
-        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        if size is None:
+            items = list(items)
+            size = max(1, min(most, -(-len(items) // self.max_lanes)))
+        source = iter(items)
+        batches = iter(lambda: list(islice(source, size)), [])
         for result in self.parallel(op, batches, tick=tick):
             if result is None:
                 yield None
@@ -323,13 +329,27 @@ class Transport(ABC):
         self.remove_stale_temp(path)
         return same
 
+    def put_batch(self, directory: str, items: list[tuple[str, bytes]]) -> list[str | TransportError]:
+        """``put_atomic`` of each ``(name, data)``: one result (final path or error) each, in order.
+
+        Protocols that can pipeline (SFTP) do a whole batch in a few round trips, with the same guarantees.
+        """
+        results: list[str | TransportError] = []
+        for name, data in items:
+            try:
+                results.append(self.put_atomic(directory, name, data))
+            except TransportError as err:
+                results.append(err)
+        return results
+
     def put_many(
         self, directory: str, items: Iterable[tuple[str, bytes]]
     ) -> list[tuple[str, str | TransportError]]:
         """``put_atomic`` for several files over the lanes; one result (path or error) per item, in order."""
         todo = list(items)
         found: dict[int, str | TransportError] = {}
-        for result in self.parallel(lambda lane, i: lane.put_atomic(directory, *todo[i]), range(len(todo))):
+        put = lambda lane, batch: lane.put_batch(directory, [todo[i] for i in batch])  # noqa: E731
+        for result in self.parallel_batches(put, list(range(len(todo)))):
             if result is not None:
                 found[result[0]] = result[1]
         return [(name, found[i]) for i, (name, _data) in enumerate(todo)]

@@ -14,7 +14,24 @@ from __future__ import annotations
 
 from paramiko import SFTPAttributes, SFTPClient
 from paramiko.message import Message
-from paramiko.sftp import CMD_CLOSE, CMD_DATA, CMD_HANDLE, CMD_OPEN, CMD_READ, CMD_RENAME, SFTP_FLAG_READ, int64
+from paramiko.sftp import (
+    CMD_ATTRS,
+    CMD_CLOSE,
+    CMD_DATA,
+    CMD_FSTAT,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_READ,
+    CMD_RENAME,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_READ,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+    int64,
+)
+
+_WRITE_SIZE = 32768  # bytes per WRITE request, as paramiko sends them
 
 Reply = tuple[int, Message] | OSError  # (reply type, reply), or the error status the server gave that request
 
@@ -42,13 +59,17 @@ def _payload(reply: Reply, kind: int) -> Message | OSError:
     return OSError(f"unexpected SFTP reply type {reply[0]}")
 
 
+def _open(sftp: SFTPClient, paths: list[str], flags: int) -> list[Message | OSError]:
+    replies = _pipelined(sftp, [(CMD_OPEN, (sftp._adjust_cwd(path), flags, SFTPAttributes())) for path in paths])
+    return [_payload(reply, CMD_HANDLE) for reply in replies]
+
+
 def read_small(sftp: SFTPClient, files: list[tuple[str, int]]) -> list[bytes | OSError]:
     """The first ``size`` bytes of each ``(path, size)``, sizes at most one READ.
 
     Two round trips for the batch: the OPENs, then the READs with the CLOSEs behind them.
     """
-    opened = [_payload(r, CMD_HANDLE) for r in _pipelined(
-        sftp, [(CMD_OPEN, (sftp._adjust_cwd(path), SFTP_FLAG_READ, SFTPAttributes())) for path, _size in files])]
+    opened = _open(sftp, [path for path, _size in files], SFTP_FLAG_READ)
     live = [(reply.get_binary(), size)
             for reply, (_path, size) in zip(opened, files, strict=True) if isinstance(reply, Message)]
     replies = _pipelined(sftp, [(CMD_READ, (handle, int64(0), size)) for handle, size in live]
@@ -65,3 +86,40 @@ def rename_all(sftp: SFTPClient, pairs: list[tuple[str, str]]) -> list[OSError |
     """SSH_FXP_RENAME of each ``(src, dst)``: None where it worked, the server's refusal where not."""
     replies = _pipelined(sftp, [(CMD_RENAME, (sftp._adjust_cwd(src), sftp._adjust_cwd(dst))) for src, dst in pairs])
     return [reply if isinstance(reply, OSError) else None for reply in replies]
+
+
+def write_files(sftp: SFTPClient, files: list[tuple[str, bytes]]) -> list[int | OSError]:
+    """Create (or truncate) each ``(path, data)``; the size the server then has for it, or the error.
+
+    Two round trips for the batch: the OPENs, then every WRITE with an FSTAT of the handle behind the
+    file's writes (answered after them: its size counts every byte) and the CLOSEs.
+    """
+    opened = _open(sftp, [path for path, _data in files], SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC)
+    requests: list[tuple[int, tuple]] = []
+    spans: list[tuple[int, int] | OSError] = []  # per file: where its WRITE replies start and its FSTAT is
+    handles = []
+    for reply, (_path, data) in zip(opened, files, strict=True):
+        if isinstance(reply, OSError):
+            spans.append(reply)
+            continue
+        handle = reply.get_binary()
+        handles.append(handle)
+        start = len(requests)
+        requests += [(CMD_WRITE, (handle, int64(at), data[at:at + _WRITE_SIZE]))
+                     for at in range(0, len(data), _WRITE_SIZE)]
+        spans.append((start, len(requests)))
+        requests.append((CMD_FSTAT, (handle,)))
+    closes = len(requests)
+    replies = _pipelined(sftp, requests + [(CMD_CLOSE, (handle,)) for handle in handles])
+    results: list[int | OSError] = []
+    closed = iter(replies[closes:])
+    for span in spans:
+        if isinstance(span, OSError):
+            results.append(span)
+            continue
+        start, fstat = span
+        attrs = _payload(replies[fstat], CMD_ATTRS)
+        # A failed WRITE, or a failed CLOSE (which may have lost buffered bytes), fails the file.
+        errors = [r for r in (*replies[start:fstat], attrs, next(closed)) if isinstance(r, OSError)]
+        results.append(errors[0] if errors else SFTPAttributes._from_msg(attrs).st_size or 0)
+    return results

@@ -227,6 +227,30 @@ def test_put_many_uploads_over_two_channels(sftp_settings, sftp_dir: Path, monke
     assert not [p for p in sftp_dir.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_put_batch_pipelines_small_files_and_gives_each_its_own_outcome(sftp_settings, sftp_dir: Path,
+                                                                         monkeypatch) -> None:
+    (sftp_dir / "b.json").write_bytes(b"somebody else's")
+    (sftp_dir / "c.json.tmp").mkdir()  # the temp name cannot be opened for writing
+    items = [("a.json", b"A" * 1200), ("b.json", b"B"), ("c.json", b"C"), ("big.json", os.urandom(100_000)),
+             ("d.json", b"")]
+    one_by_one: list[str] = []
+    single = SFTPTransport.put_atomic
+    monkeypatch.setattr(SFTPTransport, "put_atomic", lambda self, d, name, data: one_by_one.append(name) or single(
+        self, d, name, data))
+    with connect(sftp_settings()) as t:
+        results = dict(zip([name for name, _ in items], t.put_batch(str(sftp_dir), items), strict=True))
+    assert one_by_one == ["big.json"]  # the rest went in one pipelined batch
+    for name in ("a.json", "big.json", "d.json"):
+        assert results[name] == str(sftp_dir / name)
+        assert (sftp_dir / name).read_bytes() == dict(items)[name]
+    refused, failed = results["b.json"], results["c.json"]
+    assert isinstance(refused, TransportError) and refused.code == ErrorCode.EXISTS and refused.permanent
+    assert (sftp_dir / "b.json").read_bytes() == b"somebody else's"  # never overwritten
+    assert isinstance(failed, TransportError) and "c.json.tmp" in failed.message
+    assert not (sftp_dir / "c.json").exists()
+    assert sorted(p.name for p in sftp_dir.iterdir() if p.name.endswith(".tmp")) == ["c.json.tmp"]  # ours: none
+
+
 def test_put_many_with_nothing_to_do(sftp_settings, sftp_dir: Path):
     with connect(sftp_settings()) as t:
         assert t.put_many(str(sftp_dir), []) == []
