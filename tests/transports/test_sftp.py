@@ -24,6 +24,7 @@ import pytest
 from connectors.transports import ErrorCode, get_transport
 from connectors.transports.base import (
     HostKeyError,
+    RemoteFile,
     TransportError,
 )
 from connectors.transports.sftp import SFTPTransport
@@ -651,6 +652,26 @@ def test_dripping_reply_ends_at_the_operation_timeout(drip_server, drip_dir: Pat
         # The cut channel stays cut: later calls fail at once instead of waiting on it.
         err = assert_fails_at_once(lambda: t.stat(f"{drip_dir}/ok.json"))
         assert "closed" in err.message
+
+
+# Pipelined batches: the dripping request sits among others that are answered at once.
+DRIPPING_BATCHES: dict[str, Callable[[SFTPTransport, Path], object]] = {
+    "read_many": lambda t, d: t.read_many(str(d), [RemoteFile("ok.json", 2, None), RemoteFile("drip.json", 2, None)],
+                                          max_bytes=100),  # the OPENs answer, the second READ drips
+    "put_batch": lambda t, d: t.put_batch(str(d), [("a.json", b"{}"), ("drip-b.json", b"{}"), ("c.json", b"{}")]),
+    "move_many": lambda t, d: t.move_many([(f"{d}/ok.json", f"{d}/sub"), (f"{d}/drip.json", f"{d}/sub")]),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(DRIPPING_BATCHES))
+def test_a_dripping_reply_ends_a_pipelined_batch_at_the_operation_timeout(drip_server, drip_dir: Path,
+                                                                          operation: str, monkeypatch) -> None:
+    monkeypatch.setattr(SFTPTransport, "_rename_refuses_overwrite", lambda self: True)  # the pipelined path
+    limit = 1.0
+    with connect(drip_server.settings(operation_timeout=limit)) as t:
+        err = assert_timed_out(lambda: DRIPPING_BATCHES[operation](t, drip_dir), limit)
+        assert drip_server.drips >= 1 and f"within {limit:g} s" in err.message
+        assert "closed" in assert_fails_at_once(lambda: t.stat(f"{drip_dir}/ok.json")).message
 
 
 def test_a_lane_cut_at_its_deadline_leaves_the_other_lanes_working(drip_server, drip_dir: Path) -> None:
