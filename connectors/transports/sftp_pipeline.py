@@ -54,9 +54,10 @@ def _pipelined(sftp: SFTPClient, requests: list[tuple[int, tuple]]) -> list[Repl
 
 
 def _payload(reply: Reply, kind: int) -> Message | OSError:
-    if isinstance(reply, OSError) or reply[0] == kind:
-        return reply if isinstance(reply, OSError) else reply[1]
-    return OSError(f"unexpected SFTP reply type {reply[0]}")
+    """The reply's message when it is of the ``kind`` a success has; else the error."""
+    if isinstance(reply, OSError):
+        return reply
+    return reply[1] if reply[0] == kind else OSError(f"unexpected SFTP reply type {reply[0]}")
 
 
 def _open(sftp: SFTPClient, paths: list[str], flags: int) -> list[Message | OSError]:
