@@ -24,10 +24,10 @@ import ssl
 import tempfile
 import threading
 from pathlib import Path
-from typing import Self
 
 from connectors.transports.base import TransportSettings
 from tests.servers.ftpd import HOST, fingerprint, make_certificate
+from tests.servers.listener import LoopbackListener
 
 MODES = ("banner", "handshake", "reply", "data")
 LOGIN_REPLIES = {"USER": "331 password please", "PASS": "230 logged in", "TYPE": "200 type set",
@@ -38,37 +38,21 @@ class _Gone(Exception):
     """The client went away (or the server is stopping): end this connection's thread."""
 
 
-class DrippingFTPServer:
+class DrippingFTPServer(LoopbackListener):
     """Use as a context manager; ``settings()`` gives TransportSettings for it (FTPS: certificate pinned)."""
+
+    thread_name = "drip-ftp"
 
     def __init__(self, mode: str, *, tls: bool = False, interval: float = 0.2) -> None:
         assert mode in MODES, mode
+        super().__init__()
         self.mode, self.tls, self.interval = mode, tls or mode == "handshake", interval
         self.connections = 0
-        self._stop = threading.Event()
-        self._open: list[socket.socket] = []
         self._scratch = Path(tempfile.mkdtemp(prefix="drip-"))
         cert, key, der = make_certificate(self._scratch)
         self.fingerprint = fingerprint(der)
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._tls.load_cert_chain(cert, key)
-        self._listener = socket.create_server((HOST, 0))
-        self._listener.settimeout(0.2)
-        self.port: int = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, name=f"drip-{mode}", daemon=True)
-
-    # -- lifecycle -------------------------------------------------------------
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for sock in list(self._open):
-            with contextlib.suppress(OSError):
-                sock.close()
-        self._listener.close()
 
     def settings(self, **overrides: object) -> TransportSettings:
         values: dict[str, object] = {
@@ -79,16 +63,9 @@ class DrippingFTPServer:
         values.update(overrides)
         return TransportSettings(**values)  # type: ignore[arg-type]
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _addr = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _accepted(self, conn: socket.socket) -> None:
+        self.connections += 1
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     # -- one control connection --------------------------------------------------
     def _serve(self, conn: socket.socket) -> None:

@@ -13,52 +13,37 @@ import contextlib
 import select
 import socket
 import threading
-from typing import Self
 
-HOST = "127.0.0.1"
+from .listener import HOST, LoopbackListener
+
 TICK = 0.05  # a throttled pump forwards rate * TICK bytes per tick
 
 
-class Relay:
+class Relay(LoopbackListener):
     """Use as a context manager; connect to ``port`` instead of the target's."""
 
+    thread_name = "relay"
+
     def __init__(self, target_port: int) -> None:
+        super().__init__()
         self.target_port = target_port
         self.rate: float | None = None  # server-to-client bytes per second; None: unlimited, 0: hold
-        self._stop = threading.Event()
-        self._socks: list[socket.socket] = []
-        self._listener = socket.create_server((HOST, 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, name="relay", daemon=True)
 
     def throttle(self, bytes_per_second: float | None) -> None:
         self.rate = bytes_per_second
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for sock in list(self._socks):
-            with contextlib.suppress(OSError):
-                sock.close()
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if not select.select([self._listener], [], [], 0.1)[0]:
-                    continue
-                client, _addr = self._listener.accept()
-                server = socket.create_connection((HOST, self.target_port), timeout=5)
-            except OSError:
-                continue
-            server.settimeout(None)
-            self._socks += [client, server]
-            for src, dst, slowed in ((client, server, False), (server, client, True)):
-                threading.Thread(target=self._pump, args=(src, dst, slowed), daemon=True).start()
+    def _accepted(self, client: socket.socket) -> None:
+        self._open.append(client)
+        try:
+            server = socket.create_connection((HOST, self.target_port), timeout=5)
+        except OSError:
+            client.close()
+            return
+        server.settimeout(None)
+        client.settimeout(None)
+        self._open.append(server)
+        for src, dst, slowed in ((client, server, False), (server, client, True)):
+            threading.Thread(target=self._pump, args=(src, dst, slowed), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, slowed: bool) -> None:
         try:
