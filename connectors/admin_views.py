@@ -1,14 +1,17 @@
-"""Admin pages of an ERP connection beyond the change form: test it, pin its host key.
+"""Admin pages beyond the change forms: test a connection, pin its host key, hurry or retry it, generate a
+key pair; an export's files and answers.
 
-Both have side effects on a customer's server (probe files) or on trust, so
-both run only on a POST with CSRF and their own permission; a GET shows the
-page and the last result.
+Everything with a side effect (probe files on a customer's server, trust, queued work, new keys) runs
+only on a POST with CSRF and its own permission; a GET shows a page and the last result.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -41,6 +44,43 @@ def _connection(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: 
     return conn
 
 
+ConnectionAction = Callable[..., HttpResponse | None]
+
+
+def _post_on_connection(allowed: Callable[[admin.ModelAdmin, HttpRequest, ERPConnection], bool]
+                        ) -> Callable[[ConnectionAction], Callable[..., HttpResponse]]:
+    """A view that acts on one connection: POST only (CSRF), a connection the user sees, ``allowed`` to act.
+
+    The action gets the connection; without a response of its own it returns to the connection's page.
+    """
+
+    def wrap(action: ConnectionAction) -> Callable[..., HttpResponse]:
+        @wraps(action)
+        def view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str, **kwargs: Any) -> HttpResponse:
+            if request.method != "POST":
+                return HttpResponseNotAllowed(["POST"])
+            conn = _connection(model_admin, request, object_id)
+            if not allowed(model_admin, request, conn):
+                raise PermissionDenied
+            response = action(model_admin, request, conn, **kwargs)
+            return response or HttpResponseRedirect(reverse("admin:connectors_erpconnection_change", args=[conn.pk]))
+
+        return view
+
+    return wrap
+
+
+def _may(permission: str = "", *, change: bool = False) -> Callable[[admin.ModelAdmin, HttpRequest, ERPConnection],
+                                                                    bool]:
+    """Who may act: users with ``connectors.<permission>`` (when named) who may (``change``) change the connection."""
+
+    def allowed(model_admin: admin.ModelAdmin, request: HttpRequest, conn: ERPConnection) -> bool:
+        return ((not permission or request.user.has_perm(f"connectors.{permission}"))
+                and (not change or model_admin.has_change_permission(request, conn)))
+
+    return allowed
+
+
 def test_connection_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
     """GET: the last test's steps and a button; POST (test permission): run the test and show every step."""
     conn = _connection(model_admin, request, object_id)
@@ -70,13 +110,9 @@ def test_connection_view(model_admin: admin.ModelAdmin, request: HttpRequest, ob
     return TemplateResponse(request, "admin/connectors/erpconnection/test_connection.html", context)
 
 
-def pin_host_key_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+@_post_on_connection(_may("pin_host_key", change=True))
+def pin_host_key_view(model_admin: admin.ModelAdmin, request: HttpRequest, conn: ERPConnection) -> HttpResponse:
     """POST (pin permission): pin the key the server presented in a test of this connection, by that test's id."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    conn = _connection(model_admin, request, object_id)
-    if not (request.user.has_perm("connectors.pin_host_key") and model_admin.has_change_permission(request, conn)):
-        raise PermissionDenied
     try:
         event_id = int(request.POST.get("event", ""))
         key = presented_key(connection=conn, event_id=event_id)
@@ -137,43 +173,28 @@ def answer_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: 
 # -- hurrying a connection ------------------------------------------------------------------------
 
 
-def run_now_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str, *, what: str) -> HttpResponse:
+@_post_on_connection(_may("run_now"))
+def run_now_view(model_admin: admin.ModelAdmin, request: HttpRequest, conn: ERPConnection, *, what: str) -> None:
     """POST (run_now permission): queue a poll or a delivery of this connection now."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    conn = _connection(model_admin, request, object_id)
-    if not request.user.has_perm("connectors.run_now"):
-        raise PermissionDenied
     if what == "poll":
         enqueue_poll(conn.pk, force=True)
         messages.success(request, f"A poll of {conn} is queued; reload this page in a moment to see its result.")
     else:
         enqueue_delivery(conn.pk)
         messages.success(request, f"A delivery run of {conn} is queued.")
-    return HttpResponseRedirect(reverse("admin:connectors_erpconnection_change", args=[conn.pk]))
 
 
-def retry_failed_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+@_post_on_connection(_may("retry_export"))
+def retry_failed_view(model_admin: admin.ModelAdmin, request: HttpRequest, conn: ERPConnection) -> None:
     """POST (retry permission): retry this connection's current exports whose delivery failed for good."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    conn = _connection(model_admin, request, object_id)
-    if not request.user.has_perm("connectors.retry_export"):
-        raise PermissionDenied
     counts = retry_exports(exports=failed_exports(conn), actor=request.user.get_username())
     messages.success(request, f"{counts.done} failed export(s) of {conn} queued for delivery again.")
-    return HttpResponseRedirect(reverse("admin:connectors_erpconnection_change", args=[conn.pk]))
 
 
-def generate_key_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+@_post_on_connection(_may(change=True))
+def generate_key_view(model_admin: admin.ModelAdmin, request: HttpRequest, conn: ERPConnection) -> None:
     """POST (change permission): a new Ed25519 key pair; shows the public line to send to the ERP's admin."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    conn = _connection(model_admin, request, object_id)
-    if not model_admin.has_change_permission(request, conn):
-        raise PermissionDenied
     line = generate_key_pair(connection=conn, actor=request.user.get_username())
     messages.success(request, format_html("New key pair generated; the private key is stored encrypted. Send this "
                                           "public key to the ERP's admin for user {}: <code class=\"of-public-key\">"
                                           "{}</code>", conn.username or "(none yet)", line))
-    return HttpResponseRedirect(reverse("admin:connectors_erpconnection_change", args=[conn.pk]))
