@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
 from django.utils import timezone
 
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
@@ -36,14 +37,15 @@ def test_a_batch_with_failures_mid_way_gives_each_export_its_own_outcome(dropzon
     assert DraftOrder.objects.filter(status="PUSH_FAILED").count() == 2
 
 
-def test_a_poll_of_2000_acks_with_malformed_and_duplicates_mixed_in(local_connection, local_dropzone, org) -> None:
+@pytest.mark.parametrize("dropzone", ["local", "sftp"], indirect=True)  # sftp: the pipelined batches
+def test_a_poll_of_2000_acks_with_malformed_and_duplicates_mixed_in(dropzone: Dropzone, org) -> None:
     drafts = DraftOrder.objects.bulk_create(
         DraftOrder(organization=org, order_number=f"PO-{n}", order_date=timezone.now().date(), customer_number="C",
                    customer_name="M", status="PUSHED") for n in range(2000))
     exports = ERPExport.objects.bulk_create(
-        ERPExport(id=uuid.uuid4(), draft=d, connection=local_connection, status="SENT", sent_at=timezone.now(),
+        ERPExport(id=uuid.uuid4(), draft=d, connection=dropzone.connection, status="SENT", sent_at=timezone.now(),
                   filename=f"f-{n}.json") for n, d in enumerate(drafts))
-    outbound = local_dropzone / "outbound"
+    outbound = dropzone.outbound
     for n, export in enumerate(exports):
         body = {"export_id": str(export.pk), "status": "accepted", "erp_order_number": f"SO-{n}"}
         (outbound / f"ack_f-{n}.json").write_text(json.dumps(body))
@@ -53,7 +55,7 @@ def test_a_poll_of_2000_acks_with_malformed_and_duplicates_mixed_in(local_connec
             (outbound / f"ack_junk-{n}.json").write_text("{not json")
     totals: dict[str, int] = {}
     while True:
-        report = polling.poll_connection(connection=ERPConnection.objects.get(pk=local_connection.pk), force=True)
+        report = polling.poll_connection(connection=ERPConnection.objects.get(pk=dropzone.connection.pk), force=True)
         for outcome, count in report.outcomes.items():
             totals[outcome] = totals.get(outcome, 0) + count
         if not report.more:
