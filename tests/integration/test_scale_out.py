@@ -23,7 +23,7 @@ from django_q.models import Schedule
 
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from orderflow.models import DraftOrder, DraftOrderLine, Organization
-from tests.fixtures.dropzones import names
+from tests.fixtures.dropzones import connection_from, names
 
 from . import Child, child_env, manage, running, wait_until
 
@@ -56,15 +56,30 @@ def enqueue(env: dict[str, str], tmp_path: Path, func: str, *args: object, times
     assert child.wait() == 0, child.output
 
 
-def test_two_clusters_on_redis_deliver_and_apply_each_exactly_once(redis_url: str, tmp_path: Path) -> None:
+def dropzone(transport: str, org: Organization, request: pytest.FixtureRequest, tmp_path: Path,
+             ) -> tuple[ERPConnection, Path]:
+    """The connection and its dropzone on disk: a local directory, or the tests' real sshd."""
+    if transport == "sftp":  # the pipelined batches, four channels per connection, in both clusters
+        zone = request.getfixturevalue("sftp_dir")
+        remote = str(zone)
+        conn = connection_from(request.getfixturevalue("sftp_settings")(), org, export_path=f"{remote}/inbound",
+                               ack_path=f"{remote}/outbound")
+    else:
+        zone = tmp_path / "zone"
+        jail = "/" + str(zone.relative_to(settings.LOCAL_DROPZONE_ROOT))
+        conn = ERPConnection.objects.create(organization=org, name="ERP", transport="local", is_active=True,
+                                            export_path=f"{jail}/inbound", ack_path=f"{jail}/outbound",
+                                            min_ack_age_seconds=0)
+    (zone / "inbound").mkdir(parents=True, exist_ok=True)
+    (zone / "outbound").mkdir(exist_ok=True)
+    return conn, zone
+
+
+@pytest.mark.parametrize("transport", ["local", "sftp"])
+def test_two_clusters_on_redis_deliver_and_apply_each_exactly_once(redis_url: str, tmp_path: Path, transport: str,
+                                                                   request: pytest.FixtureRequest) -> None:
     org = Organization.objects.create(slug="acme", name="ACME")
-    zone = tmp_path / "zone"
-    (zone / "inbound").mkdir(parents=True)
-    (zone / "outbound").mkdir()
-    jail = "/" + str(zone.relative_to(settings.LOCAL_DROPZONE_ROOT))
-    conn = ERPConnection.objects.create(organization=org, name="ERP", transport="local", is_active=True,
-                                        export_path=f"{jail}/inbound", ack_path=f"{jail}/outbound",
-                                        min_ack_age_seconds=0)
+    conn, zone = dropzone(transport, org, request, tmp_path)
     drafts = DraftOrder.objects.bulk_create(
         DraftOrder(organization=org, order_number=f"PO-{n:05d}", order_date=dt.date(2026, 11, 20),
                    customer_number="C-1", customer_name="Müller", status=DraftOrder.Status.APPROVED)
