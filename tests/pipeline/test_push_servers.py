@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from connectors import payloads
-from connectors.models import ERPConnection, ERPExport
+from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from connectors.services import delivery
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import Dropzone, names, repoint
@@ -73,3 +73,37 @@ def test_missing_export_dir_fails_permanently(dropzone: Dropzone, make_draft,
     export = ERPExport.objects.get()
     assert export.status == "FAILED" and export.attempts == 1
     assert DraftOrder.objects.get().status == "PUSH_FAILED"
+
+
+@pytest.mark.parametrize("dropzone", ["sftp", "ftp"], indirect=True)  # sftp: one pipelined batch per lane
+def test_a_run_killed_after_its_renames_is_recorded_later_without_a_second_file(dropzone: Dropzone, make_draft,
+                                                                              monkeypatch) -> None:
+    from connectors.services import lifecycle
+
+    class Killed(BaseException):
+        """Stands in for kill -9: the files were renamed into place, nothing was recorded."""
+
+    exports = [ERPExport.objects.create(draft=make_draft(order_number=f"PO-{n}"), connection=dropzone.connection,
+                                        next_attempt_at=timezone.now()) for n in range(12)]
+    real_transition = lifecycle.transition
+
+    def die_before_recording(verb, changes, **kwargs):
+        if verb == lifecycle.Verb.DELIVERED:
+            raise Killed
+        return real_transition(verb, changes, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "transition", die_before_recording)
+    with pytest.raises(Killed):
+        delivery.deliver_due_exports(connection=ERPConnection.objects.get(pk=dropzone.connection.pk))
+    monkeypatch.undo()
+    landed = names(dropzone.inbound)
+    assert landed and not [n for n in landed if n.endswith(".tmp")]
+    assert not ERPExport.objects.filter(status="SENT").exists()
+
+    ERPExport.objects.update(claimed_until=timezone.now() - timedelta(seconds=1), next_attempt_at=timezone.now())
+    report = delivery.deliver_due_exports(connection=ERPConnection.objects.get(pk=dropzone.connection.pk))
+    assert len(report.sent) == 12 and not report.failed
+    assert sorted(names(dropzone.inbound)) == sorted(ERPExport.objects.values_list("filename", flat=True))
+    found = ConnectorEvent.objects.filter(kind="delivered", message__contains="already in the dropzone").count()
+    assert found == len(landed)  # what the dead run renamed is recognised by its bytes, not sent again
+    assert DraftOrder.objects.filter(status="PUSHED").count() == len(exports)
