@@ -360,6 +360,11 @@ def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False, 
 def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, session: Session,
                           mine: uuid.UUID, should_stop: StopCheck) -> list[PollReport]:
     reports: list[PollReport] = []
+
+    def superseded() -> bool:
+        """A newer task keeps the connection now: this one ends within a second (not holding a worker)."""
+        return not ERPConnection.objects.filter(pk=connection.pk, poll_task=mine).exists()
+
     while True:
         # None: not due, or taken
         report = poll_connection(connection=connection, force=force, session=session, should_stop=should_stop)
@@ -378,10 +383,8 @@ def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, s
             wait = wait or 1.0  # someone else is polling it right now: look again in a moment
         if time.monotonic() + wait > ends:
             break
-        if not _pause(wait, should_stop):
-            break  # asked to stop (Ctrl-C): the cluster waits for this task
-        if not ERPConnection.objects.filter(pk=connection.pk, poll_task=mine).exists():
-            break  # a newer task took over while this one waited
+        if not _pause(wait, lambda: should_stop() or superseded()):
+            break  # asked to stop (Ctrl-C: the cluster waits for this task), or a newer task took over
     return reports
 
 

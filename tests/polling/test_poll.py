@@ -301,6 +301,24 @@ def test_a_newer_poll_task_takes_over_from_an_older_one(dropzone: Dropzone, sent
     assert len(reports) == 1 and len(sleeps) == 1  # polled, waited its interval, saw the newer task, ended
 
 
+def test_an_older_poll_task_ends_within_a_second_of_the_hand_over(dropzone: Dropzone, sent_export: ERPExport,
+                                                                   monkeypatch) -> None:
+    """Two poll tasks must not hold both of a cluster's workers for a whole interval (a push would wait)."""
+    import uuid
+
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=10)
+    sleeps = []
+
+    def a_newer_task_starts(seconds: float) -> None:
+        if not sleeps:
+            ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_task=uuid.uuid4())
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(polling, "_sleep", a_newer_task_starts)
+    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True, budget=60)
+    assert len(reports) == 1 and sum(sleeps) <= 1.0, sleeps  # not the rest of its 10 s wait
+
+
 def test_a_task_that_finds_the_connection_not_due_waits_for_it(dropzone: Dropzone, sent_export: ERPExport,
                                                                monkeypatch) -> None:
     """A task started while the previous one had just polled keeps the short interval going (no gap)."""
