@@ -361,13 +361,14 @@ def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, s
                           mine: uuid.UUID, should_stop: StopCheck) -> list[PollReport]:
     reports: list[PollReport] = []
 
-    def superseded() -> bool:
-        """A newer task keeps the connection now: this one ends within a second (not holding a worker)."""
-        return not ERPConnection.objects.filter(pk=connection.pk, poll_task=mine).exists()
+    def done() -> bool:
+        """Asked to stop (Ctrl-C), or a newer task keeps the connection now: end within a second, so two
+        tasks never hold two workers (a poll waiting for new files to age would also hold its claim)."""
+        return should_stop() or not ERPConnection.objects.filter(pk=connection.pk, poll_task=mine).exists()
 
     while True:
         # None: not due, or taken
-        report = poll_connection(connection=connection, force=force, session=session, should_stop=should_stop)
+        report = poll_connection(connection=connection, force=force, session=session, should_stop=done)
         force = False
         if report is not None:
             reports.append(report)
@@ -383,7 +384,7 @@ def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, s
             wait = wait or 1.0  # someone else is polling it right now: look again in a moment
         if time.monotonic() + wait > ends:
             break
-        if not _pause(wait, lambda: should_stop() or superseded()):
+        if not _pause(wait, done):
             break  # asked to stop (Ctrl-C: the cluster waits for this task), or a newer task took over
     return reports
 

@@ -319,6 +319,30 @@ def test_an_older_poll_task_ends_within_a_second_of_the_hand_over(dropzone: Drop
     assert len(reports) == 1 and sum(sleeps) <= 1.0, sleeps  # not the rest of its 10 s wait
 
 
+def test_a_poll_waiting_for_a_new_file_to_age_hands_over_within_a_second(dropzone: Dropzone,
+                                                                         sent_export: ERPExport,
+                                                                         clock: FakeClock, monkeypatch) -> None:
+    """Its claim would keep the newer task waiting, on a second worker, for the rest of the min age."""
+    import uuid
+
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=10, min_ack_age_seconds=10)
+    name = f"ack_{stem(sent_export)}.json"
+    dropzone.put_ack(name, ack_body(sent_export))  # first seen now: old enough in 10 s, re-checked in this poll
+    started = clock.now
+
+    def a_newer_task_starts(seconds: float) -> None:
+        ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_task=uuid.uuid4())
+        clock.sleep(seconds)
+
+    monkeypatch.setattr(polling, "_sleep", a_newer_task_starts)
+    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True, budget=60)
+    assert [r.outcomes for r in reports] == [{"waiting": 1}] and clock.now - started <= 1.0
+    conn = ERPConnection.objects.get()
+    assert conn.poll_claimed_until is None and name in conn.ack_listing  # released; its first sight is kept
+    clock.now = started + 10  # the newer task's poll reads it on time
+    assert polling.poll_connection(connection=conn, force=True).outcomes == {"accepted": 1}
+
+
 def test_a_task_that_finds_the_connection_not_due_waits_for_it(dropzone: Dropzone, sent_export: ERPExport,
                                                                monkeypatch) -> None:
     """A task started while the previous one had just polled keeps the short interval going (no gap)."""
