@@ -46,8 +46,6 @@ from .sessions import Session
 BATCH_LIMIT = 200  # exports per run: one run ends well inside the task timeout
 TASK_SECONDS = 50  # a delivery task keeps starting runs this long: within the minute schedule
 FREEZE_CHUNK = 25  # files frozen (archived and committed) per transaction, ahead of their upload
-# Files a lane puts in one go (a few round trips for all of them); a crash may re-send lanes x this many.
-UPLOAD_BATCH = 8
 FLUSH_EVERY = 20  # outcomes written per transaction ...
 FLUSH_SECONDS = 0.25  # ... or after this long, so a crash re-sends at most a few files
 BACKOFF_BASE_SECONDS = 30
@@ -266,7 +264,7 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT,
     session_faulty = False
     try:
         transport = session.transport()
-        uploads = transport.parallel_batches(_upload(connection.export_path), files(), size=UPLOAD_BATCH)
+        uploads = transport.parallel_batches(_upload(connection.export_path), files(), size=transport.put_batch_size)
         with closing(uploads) as results:
             for result in results:
                 if result is not None:

@@ -166,6 +166,9 @@ class Transport(ABC):
 
     #: How many operations may run at once over one open connection (see ``open_lanes``).
     max_lanes: int = 1
+    #: Files a lane takes at once for ``put_batch``: more than one only where the protocol pipelines them
+    #: (elsewhere a batch would only widen what a crash leaves delivered but unrecorded).
+    put_batch_size: int = 1
 
     def __init__(self, settings: TransportSettings) -> None:
         self.settings = settings

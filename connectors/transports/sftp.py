@@ -123,6 +123,8 @@ def _close_all(sock: socket.socket | None, *things: Any) -> None:
 
 
 class SFTPTransport(Transport):
+    put_batch_size = 8  # three round trips for 8 files; a crash may leave lanes x 8 delivered but unrecorded
+
     def __init__(self, settings: TransportSettings) -> None:
         super().__init__(settings)
         # One SFTP channel per upload thread on the same SSH connection (bench/README.md: over a
