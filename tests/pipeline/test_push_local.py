@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from connectors import payloads
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery, lifecycle
+from connectors.services import delivery
 from connectors.services.pushing import push_drafts
 from orderflow.models import DraftOrder
+from tests.fixtures.pipeline import Killed, die_before_recording_deliveries
 
 pytestmark = pytest.mark.usefixtures("sync_tasks")
 
@@ -170,17 +171,7 @@ def test_no_active_connection_waits_then_delivers_on_activation(
 
 def test_crash_between_rename_and_database_update(make_draft, local_connection, local_dropzone,
                                                   django_capture_on_commit_callbacks, monkeypatch) -> None:
-    class Killed(BaseException):
-        """Stands in for kill -9: nothing after the rename runs."""
-
-    real_transition = lifecycle.transition
-
-    def die_before_recording_delivery(verb, changes, **kwargs):
-        if verb == lifecycle.Verb.DELIVERED:
-            raise Killed
-        return real_transition(verb, changes, **kwargs)
-
-    monkeypatch.setattr(lifecycle, "transition", die_before_recording_delivery)
+    die_before_recording_deliveries(monkeypatch)
     with pytest.raises(Killed):
         approve(make_draft(), django_capture_on_commit_callbacks)
     export = ERPExport.objects.get()

@@ -13,6 +13,7 @@ from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from connectors.services import delivery
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import Dropzone, names, repoint
+from tests.fixtures.pipeline import Killed, die_before_recording_deliveries
 from tests.servers.blackhole import closed_port
 
 pytestmark = pytest.mark.usefixtures("sync_tasks")
@@ -78,21 +79,9 @@ def test_missing_export_dir_fails_permanently(dropzone: Dropzone, make_draft,
 @pytest.mark.parametrize("dropzone", ["sftp", "ftp"], indirect=True)  # sftp: one pipelined batch per lane
 def test_a_run_killed_after_its_renames_is_recorded_later_without_a_second_file(dropzone: Dropzone, make_draft,
                                                                               monkeypatch) -> None:
-    from connectors.services import lifecycle
-
-    class Killed(BaseException):
-        """Stands in for kill -9: the files were renamed into place, nothing was recorded."""
-
     exports = [ERPExport.objects.create(draft=make_draft(order_number=f"PO-{n}"), connection=dropzone.connection,
                                         next_attempt_at=timezone.now()) for n in range(12)]
-    real_transition = lifecycle.transition
-
-    def die_before_recording(verb, changes, **kwargs):
-        if verb == lifecycle.Verb.DELIVERED:
-            raise Killed
-        return real_transition(verb, changes, **kwargs)
-
-    monkeypatch.setattr(lifecycle, "transition", die_before_recording)
+    die_before_recording_deliveries(monkeypatch)
     with pytest.raises(Killed):
         delivery.deliver_due_exports(connection=ERPConnection.objects.get(pk=dropzone.connection.pk))
     monkeypatch.undo()
