@@ -352,7 +352,7 @@ class Transport(ABC):
         todo = list(items)
         found: dict[int, str | TransportError] = {}
         put = lambda lane, batch: lane.put_batch(directory, [todo[i] for i in batch])  # noqa: E731
-        for result in self.parallel_batches(put, list(range(len(todo)))):
+        for result in self.parallel_batches(put, range(len(todo)), most=self.put_batch_size):
             if result is not None:
                 found[result[0]] = result[1]
         return [(name, found[i]) for i, (name, _data) in enumerate(todo)]
