@@ -8,11 +8,9 @@ appears instead of up to a minute later.
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from . import demo, schedules
 from .models import ERPConnection
-from .worker_stop import stop_requested
+from .worker_stop import stop_requested, task_budget
 
 RUN_SECONDS = 45.0  # the schedule fires every 60 s: runs never overlap, and a worker is free 1/4 of the time
 PASS_INTERVAL = 2.0  # seconds between simulator passes
@@ -25,8 +23,7 @@ def answer_demo_exports(connection_id: int, seconds: float = RUN_SECONDS, interv
     if problem:
         removed = schedules.remove_demo_schedule()
         return f"{problem}; nothing answered" + ("; demo schedule removed" if removed else "")
-    # Well inside the task timeout (Q_TIMEOUT), whatever it is set to.
-    seconds = min(seconds, float(settings.Q_CLUSTER.get("timeout") or RUN_SECONDS) / 2)
     with stop_requested() as stopping:  # Ctrl-C ends the run after the current pass
-        return str(demo.run_demo_erp(connection=conn, seconds=seconds, interval=interval, should_stop=stopping))
+        return str(demo.run_demo_erp(connection=conn, seconds=task_budget(seconds), interval=interval,
+                                     should_stop=stopping))
 

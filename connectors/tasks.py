@@ -10,12 +10,7 @@ from django.conf import settings
 
 from .models import ERPConnection
 from .services import alerts, delivery, events, lifecycle, polling, pushing
-from .worker_stop import stop_requested
-
-
-def _budget(seconds: float) -> float:
-    """How long a task may keep working: its own wish, and well inside django-q2's timeout for it."""
-    return min(seconds, settings.Q_CLUSTER["timeout"] / 2)
+from .worker_stop import stop_requested, task_budget
 
 
 def deliver_connection(connection_id: int) -> str:
@@ -24,7 +19,7 @@ def deliver_connection(connection_id: int) -> str:
         return f"connection {connection_id} no longer exists"
     # Drains what is due, within the minute schedule (each run claims its exports; clusters share them).
     with stop_requested() as stopping:  # Ctrl-C: the run in progress ends, no other starts
-        reports = list(delivery.delivery_runs(connection=connection, budget=_budget(delivery.TASK_SECONDS),
+        reports = list(delivery.delivery_runs(connection=connection, budget=task_budget(delivery.TASK_SECONDS),
                                               should_stop=stopping))
     return "; ".join(map(str, reports)) or f"{connection}: nothing due"
 
@@ -48,7 +43,7 @@ def poll_connection(connection_id: int, force: bool = False) -> str:
         return f"connection {connection_id} no longer exists"
     with stop_requested() as stopping:  # Ctrl-C: ends at its next pause
         reports = polling.poll_until_next_schedule(connection=connection, force=force,
-                                                   budget=_budget(polling.POLL_TASK_SECONDS), should_stop=stopping)
+                                                   budget=task_budget(polling.POLL_TASK_SECONDS), should_stop=stopping)
     return "; ".join(map(str, reports)) if reports else f"{connection}: not due, or polled by another worker"
 
 

@@ -1,4 +1,4 @@
-"""Ctrl-C for long django-q2 tasks: a stop request ends them at their next pause instead of being ignored.
+"""Long django-q2 tasks: a time budget inside the task timeout, and Ctrl-C ending them at their next pause.
 
 django-q2 workers ignore SIGINT, so a Ctrl-C at a terminal (or `make run`'s supervisor, which sends
 SIGINT to the cluster's process group) stops the cluster without killing a task; the cluster then
@@ -15,11 +15,18 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from django.conf import settings
+
 StopCheck = Callable[[], bool]
 
 
 def never() -> bool:
     return False
+
+
+def task_budget(seconds: float) -> float:
+    """How long a task may keep working: its own wish, and well inside django-q2's timeout (Q_TIMEOUT)."""
+    return min(seconds, settings.Q_CLUSTER["timeout"] / 2)
 
 
 @contextmanager
