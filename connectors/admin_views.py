@@ -7,6 +7,7 @@ only on a POST with CSRF and its own permission; a GET shows a page and the last
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Callable
@@ -154,10 +155,11 @@ def _is_uuid(value: str) -> bool:
 def payload_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
     """The exact bytes delivered (the archive), streamed; never from a public URL."""
     export = _export(model_admin, request, object_id)
-    if not export.payload:
-        raise Http404("This export's file was not built yet.")
+    if export.payload is None:
+        raise Http404("This export's file was not built yet." if not export.filename else
+                      "This export's archived file was lost.")
     inline = request.GET.get("inline") == "1"
-    return FileResponse(export.payload.open("rb"), as_attachment=not inline, filename=export.filename,
+    return FileResponse(io.BytesIO(export.payload), as_attachment=not inline, filename=export.filename,
                         content_type="application/json" if not inline else "text/plain; charset=utf-8")
 
 

@@ -232,6 +232,12 @@ class ERPExportQuerySet(models.QuerySet):
         return self.filter(status=ERPExport.Status.SENT, sent_at__lt=ack_overdue_cutoff())
 
 
+class ERPExportManager(models.Manager.from_queryset(ERPExportQuerySet)):  # type: ignore[misc]
+    def get_queryset(self) -> ERPExportQuerySet:
+        # The file's bytes (KBs to MBs) load only where they are used: ``.defer(None)`` or on access.
+        return super().get_queryset().defer("payload")
+
+
 class ERPExport(models.Model):
     """One delivery of one draft; its id is the contract's ``export_id``.
 
@@ -259,7 +265,10 @@ class ERPExport(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_error = models.TextField(blank=True)
-    payload = models.FileField(upload_to="exports/%Y/%m/", blank=True)
+    # The frozen file: the exact bytes every attempt uploads, committed together with its name, sha256
+    # and size before the first upload.  In the row, not in Django storage, so workers on any machine
+    # and the admin read the same archive, and a crash never leaves an archive without its row.
+    payload = models.BinaryField(null=True, blank=True, editable=False)
     payload_sha256 = models.CharField("SHA-256 of the file", max_length=64, blank=True)
     payload_size = models.PositiveIntegerField("size of the file (bytes)", null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -273,7 +282,7 @@ class ERPExport(models.Model):
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
 
-    objects = ERPExportQuerySet.as_manager()
+    objects = ERPExportManager()
 
     class Meta:
         verbose_name = "ERP export"

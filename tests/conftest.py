@@ -25,7 +25,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
 
 @pytest.fixture(autouse=True)
 def media_in_tmp(tmp_path) -> Iterator[None]:
-    """Archived payloads go to the test's own directory, not the developer's var/media.
+    """Django storage (MEDIA_ROOT) is the test's own directory, not the developer's var/media.
 
     The test's directory is also the local dropzone jail (LOCAL_DROPZONE_ROOT): a local
     connection's paths (``/dropzone/inbound``) resolve inside it.

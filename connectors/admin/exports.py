@@ -158,7 +158,7 @@ class ERPExportAdmin(ExportOverrideActions, ReadOnlyAdminMixin, OrganizationScop
     @admin.display(description="Files")
     def files(self, obj: ERPExport) -> str:
         links = []
-        if obj.payload:
+        if obj.payload_sha256:  # frozen (its bytes are not loaded for a list of rows)
             url = reverse("admin:connectors_erpexport_payload", args=[obj.pk])
             links.append(format_html('<a class="of-payload" href="{}">Download the file</a> '
                                      '(<a href="{}?inline=1">view</a>)', url, url))

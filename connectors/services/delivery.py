@@ -26,7 +26,6 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -110,7 +109,7 @@ def claim_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) ->
     ERPExport.objects.filter(_unclaimed_and_due(now), pk__in=candidates).update(
         claim_token=token, claimed_until=lease_until(now), attempts=F("attempts") + 1
     )
-    claimed = list(ERPExport.objects.filter(claim_token=token).order_by("created_at")
+    claimed = list(ERPExport.objects.filter(claim_token=token).order_by("created_at").defer(None)
                    .select_related("draft__organization").prefetch_related("draft__lines"))
     for export in claimed:  # the row we have, not one copy per export (its JSON fields cost a decode each)
         export.connection = connection
@@ -122,9 +121,13 @@ def _freeze(exports: Sequence[ERPExport], connection: ERPConnection) -> list[tup
     frozen: list[tuple[ERPExport, bytes | Exception]] = []
     new: list[ERPExport] = []
     for export in exports:
-        if export.payload:
-            with export.payload.open("rb") as fh:
-                frozen.append((export, fh.read()))
+        if export.payload is not None:
+            frozen.append((export, bytes(export.payload)))  # PostgreSQL gives a memoryview
+            continue
+        if export.filename:  # frozen, but its archive was not found when it moved into the database (0012)
+            frozen.append((export, PayloadError(
+                f"its archived file was lost, so the bytes of {export.filename} cannot be sent again; "
+                "cancel this export and push the draft again")))
             continue
         generated_at = timezone.now().replace(microsecond=0)
         try:
@@ -136,11 +139,11 @@ def _freeze(exports: Sequence[ERPExport], connection: ERPConnection) -> list[tup
         export.filename = name
         export.payload_sha256 = hashlib.sha256(data).hexdigest()
         export.payload_size = len(data)
-        export.payload.save(name, ContentFile(data), save=False)
+        export.payload = data
         new.append(export)
         frozen.append((export, data))
     with transaction.atomic():
-        update_rows(ERPExport, {e.pk: {"filename": e.filename, "payload": e.payload.name,
+        update_rows(ERPExport, {e.pk: {"filename": e.filename, "payload": e.payload,
                                        "payload_sha256": e.payload_sha256, "payload_size": e.payload_size}
                                 for e in new})
     return frozen

@@ -58,7 +58,7 @@ def child_env(media_root: Path, **extra: str) -> dict[str, str]:
         ORDERFLOW_ENV_FILE="/nonexistent",  # a developer's .env must not point the child elsewhere
         SECRET_KEY=settings.SECRET_KEY,
         FIELD_ENCRYPTION_KEYS=",".join(settings.FIELD_ENCRYPTION_KEYS),
-        MEDIA_ROOT=str(media_root),  # archived payloads go to the test's tmp dir, not var/media
+        MEDIA_ROOT=str(media_root),  # Django storage: the test's tmp dir, never the developer's var/media
         LOCAL_DROPZONE_ROOT=str(settings.LOCAL_DROPZONE_ROOT),  # the same jail as this process
         DJANGO_SETTINGS_MODULE="orderflow.settings",
         PYTHONUNBUFFERED="1",  # so the log file is complete when a test prints it

@@ -21,7 +21,6 @@ from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.models import OrmQ, Schedule, Task
 from django_q.tasks import async_task, fetch
-from pytest_django import Settings
 
 from connectors import payloads
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
@@ -35,11 +34,9 @@ pytestmark = pytest.mark.slow
 
 def test_qcluster_delivers_an_approved_draft_and_applies_its_ack(
     transactional_db: None, make_draft: Callable[..., DraftOrder], local_connection: ERPConnection,
-    local_dropzone: Path, tmp_path: Path, settings: Settings,
+    local_dropzone: Path, tmp_path: Path,
 ) -> None:
     assert not Conf.SYNC, "this test is about the real cluster; django-q2 must not run tasks inline"
-    media = tmp_path / "media"
-    settings.MEDIA_ROOT = str(media)  # this process reads the payload the child archived there
     # The cluster's scheduler would start polling the connection on its own after ~30 s; park the
     # every-minute schedules so each step below is driven (and asserted) by one known task.  The
     # flush after this transactional test recreates them (post_migrate); test_schedules covers them.
@@ -57,7 +54,9 @@ def test_qcluster_delivers_an_approved_draft_and_applies_its_ack(
         queued = OrmQ.objects.get()
         assert queued.func() == "connectors.tasks.deliver_connection" and queued.task["args"] == (local_connection.pk,)
 
-    env = child_env(media, Q_WORKERS="1", Q_TIMEOUT="30", Q_RETRY="60")
+    # The worker's media directory is not this process's: like a worker on another machine, whose archive
+    # must reach the admin all the same.
+    env = child_env(tmp_path / "worker-media", Q_WORKERS="1", Q_TIMEOUT="30", Q_RETRY="60")
     with running(manage("qcluster"), env=env, log=tmp_path / "qcluster.log") as cluster:
         started = time.monotonic()
         wait_until(lambda: ERPExport.objects.filter(pk=export.pk, status=ERPExport.Status.SENT).exists(),
@@ -68,7 +67,7 @@ def test_qcluster_delivers_an_approved_draft_and_applies_its_ack(
         raw = (local_dropzone / "inbound" / export.filename).read_bytes()
         payloads.validate_document(json.loads(raw))
         assert json.loads(raw)["export_id"] == str(export.id)
-        assert export.payload.read() == raw and export.attempts == 1
+        assert bytes(export.payload) == raw and export.attempts == 1
         draft.refresh_from_db()
         assert draft.status == DraftOrder.Status.PUSHED and draft.erp_order_id == export.filename
         # The worker's result reaches the database through the cluster's monitor, a moment later.

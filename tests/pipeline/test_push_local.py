@@ -35,7 +35,7 @@ def make_due(export: ERPExport) -> None:
     ERPExport.objects.filter(pk=export.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
 
 
-def test_approval_delivers_a_valid_file(make_draft, local_connection, local_dropzone,
+def test_approval_delivers_a_valid_file(make_draft, local_connection, local_dropzone, tmp_path,
                                         django_capture_on_commit_callbacks) -> None:
     draft = make_draft(lines=2)
     approve(draft, django_capture_on_commit_callbacks)
@@ -55,8 +55,10 @@ def test_approval_delivers_a_valid_file(make_draft, local_connection, local_drop
     assert [line["sku"] for line in document["order"]["lines"]] == ["BOLT-M8X41", "BOLT-M8X42"]
     assert document["order"]["lines"][0]["quantity"] == "250"
     assert document["order"]["total_net"] == "60.00"
-    # The archive holds the same bytes, with their hash and size.
-    assert export.payload.read() == raw and export.payload_size == len(raw)
+    # The archive holds the same bytes, with their hash and size, in the export's own row: committed with
+    # its name, and readable by the admin and every worker on any machine without a shared media directory.
+    assert bytes(export.payload) == raw and export.payload_size == len(raw)
+    assert not list((tmp_path / "media").rglob("*")), "no file written to Django storage"
     assert ConnectorEvent.objects.filter(kind="delivered", export=export).exists()
 
 
