@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
 from django.utils import timezone
 
-from orderflow.models import DraftOrder
+from orderflow.models import DraftOrder, DraftOrderLine
 
 from .. import payloads
 from ..mapping import MappingError, apply_mapping
 from ..models import ERPConnection
 from ..payloads import PayloadError
+
+#: Where delivery puts a draft's prefetched lines (``Prefetch(..., to_attr=…)``: Django's plain prefetch
+#: builds a queryset per draft, which cost more than the lines themselves).
+PREFETCHED_LINES = "prefetched_lines"
+
+
+def _lines(draft: DraftOrder) -> Iterable[DraftOrderLine]:
+    prefetched = getattr(draft, PREFETCHED_LINES, None)
+    return draft.lines.all() if prefetched is None else prefetched
 
 
 def order_data(draft: DraftOrder) -> payloads.OrderData:
@@ -38,7 +48,7 @@ def order_data(draft: DraftOrder) -> payloads.OrderData:
                 line_number=line.line_number, sku=line.sku, description=line.description or None,
                 quantity=line.quantity, unit=line.unit, unit_price=line.unit_price,
             )
-            for line in sorted(draft.lines.all(), key=lambda line: line.line_number)  # prefetched by delivery
+            for line in sorted(_lines(draft), key=lambda line: line.line_number)
         ),
     )
 

@@ -12,6 +12,7 @@ from uuid import UUID
 from django.utils import timezone
 
 from ..models import ConnectorEvent, ERPConnection, ERPExport
+from .rowwrites import insert_rows
 
 logger = logging.getLogger("connectors")
 
@@ -35,7 +36,7 @@ def record_events(specs: Sequence[EventSpec]) -> None:
     """Store events in one INSERT and mirror them to the log (messages never carry secrets)."""
     for spec in specs:
         logger.log(_LOG_LEVELS.get(spec.level, logging.INFO), "%s: %s", spec.kind, spec.message)
-    ConnectorEvent.objects.bulk_create([
+    insert_rows([
         ConnectorEvent(connection_id=s.connection_id, export_id=s.export_id, kind=s.kind, level=s.level,
                        actor=s.actor, message=s.message, details=s.details)
         for s in specs

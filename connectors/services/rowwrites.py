@@ -1,14 +1,16 @@
-"""Many rows updated with their own values in one round: ``UPDATE … WHERE pk = %s AND <still as checked>``.
+"""Many rows written in one round: one parametrised statement run with ``executemany``.
 
 Bulk outcomes (a chunk of deliveries, a chunk of acks) give every row its
-own values.  Django's ``bulk_update`` builds a CASE per field and row, which
-cost more than the work it records; one parametrised statement run with
-``executemany`` costs a fraction, and keeps the compare-and-set condition
-per row.
+own values.  Django's ``bulk_update`` builds a CASE per field and row, and
+``bulk_create`` a placeholder per field and row, which cost more than the
+work they record; one statement run with ``executemany`` costs a fraction,
+and (for updates) keeps the compare-and-set condition per row:
+``UPDATE … WHERE pk = %s AND <still as checked>``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections, router
@@ -62,3 +64,18 @@ def update_rows(model: type[Model], rows: dict[Any, dict[str, Any]], *, where: d
 
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Keep) else value
+
+
+def insert_rows(objs: Sequence[Model]) -> None:
+    """INSERT unsaved instances of one model (auto primary keys are left to the database and not read back)."""
+    if not objs:
+        return
+    model = type(objs[0])
+    connection = connections[router.db_for_write(model)]
+    meta, quote = model._meta, connection.ops.quote_name
+    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field and not f.generated]
+    sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608
+           f"VALUES ({', '.join(['%s'] * len(fields))})")
+    params = [[f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields] for obj in objs]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)

@@ -349,3 +349,20 @@ def test_poll_acks_drains_more_than_one_run(local_connection, local_dropzone, ma
     assert "run 1: 40 file(s); more waiting" in out and "run 2: 40 file(s); more waiting" in out
     assert "100 accepted" in out
     assert DraftOrder.objects.filter(status="CONFIRMED").count() == 100
+
+
+# -- the transition's own guard --------------------------------------------------------
+
+
+def test_a_change_that_names_another_draft_is_refused_and_changes_nothing(make_draft, local_connection) -> None:
+    """A caller may tell a change's draft (a query less), but a wrong one would lock the wrong draft."""
+    from connectors.services import lifecycle
+
+    draft, other = make_draft(), make_draft(order_number="PO-OTHER")
+    export = ERPExport.objects.create(draft=draft, connection=local_connection)
+    change = lifecycle.Change(export.pk, draft_id=other.pk, fields={"last_error": "x"})
+    with pytest.raises(ValueError, match="another draft"):
+        lifecycle.transition(lifecycle.Verb.CANCEL, [change], actor="staff")
+    export.refresh_from_db()
+    assert export.status == ERPExport.Status.PENDING and export.last_error == ""
+    assert not ConnectorEvent.objects.filter(export=export).exists()
