@@ -292,3 +292,24 @@ def test_the_compiled_validator_agrees_with_jsonschema(path: str, value) -> None
     except Exception:  # noqa: BLE001 - any refusal
         compiled_ok = False
     assert compiled_ok == payloads._validator().is_valid(document), (path, value)
+
+
+_JSON_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)  # Cs: lone surrogates
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**20), max_value=10**20) | _JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_JSON_TEXT, inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@given(body=st.dictionaries(_JSON_TEXT, _JSON_VALUES, max_size=5))
+def test_render_writes_exactly_what_json_dumps_writes(body):
+    """Our encoder is only faster: the bytes are the standard library's, indent 2, UTF-8, one final newline."""
+    expected = (json.dumps(body, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    assert render(body) == expected
+
+
+@pytest.mark.parametrize("bad", [{"a": [{"b": 0.5}]}, {1: "x"}, {"a": {"b"}}, {"a": object()}])
+def test_render_names_where_a_value_cannot_be_written(bad):
+    with pytest.raises(PayloadError, match="document"):
+        render(bad)
