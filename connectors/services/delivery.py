@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F, Prefetch, Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from ..mapping import MappingError
@@ -36,7 +36,7 @@ from ..payloads import PayloadError
 from ..transports import ErrorCode, Transport, TransportError
 from ..worker_stop import StopCheck, never
 from . import lifecycle
-from .documents import PREFETCHED_LINES, build_export_file
+from .documents import build_export_file, prefetch_lines
 from .leases import Lease, lease_until, new_token
 from .lifecycle import Change, Outcome, Verb
 from .rowwrites import update_rows
@@ -110,10 +110,10 @@ def claim_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) ->
         claim_token=token, claimed_until=lease_until(now), attempts=F("attempts") + 1
     )
     claimed = list(ERPExport.objects.filter(claim_token=token).order_by("created_at").defer(None)
-                   .select_related("draft__organization")
-                   .prefetch_related(Prefetch("draft__lines", to_attr=PREFETCHED_LINES)))
+                   .select_related("draft__organization"))
     for export in claimed:  # the row we have, not one copy per export (its JSON fields cost a decode each)
         export.connection = connection
+    prefetch_lines([export.draft for export in claimed if export.payload is None])  # only those to build
     return claimed
 
 
