@@ -12,6 +12,8 @@ batch of 25 acks is read in 40 ms instead of a second.
 
 from __future__ import annotations
 
+import struct
+
 from paramiko import SFTPAttributes, SFTPClient
 from paramiko.message import Message
 from paramiko.sftp import (
@@ -39,9 +41,32 @@ Reply = tuple[int, Message] | OSError  # (reply type, reply), or the error statu
 def _pipelined(sftp: SFTPClient, requests: list[tuple[int, tuple]]) -> list[Reply]:
     """Send every request, then read each reply in order.
 
+    The requests go out in one write, as paramiko's ``_async_request`` frames them: SFTP is a byte
+    stream on its channel, so a batch costs an SSH packet or two instead of one per request (each
+    packet is encrypted, signed and sent under the transport's locks by the lane's thread).
     An error status answers its own request only (the rest go on); a lost connection raises.
     """
-    nums = [sftp._async_request(type(None), kind, *args) for kind, args in requests]
+    frames, nums = [], []
+    with sftp._lock:  # paramiko's own lock for request numbers
+        for kind, args in requests:
+            num = sftp.request_number
+            msg = Message()
+            msg.add_int(num)
+            for item in args:
+                if isinstance(item, int64):
+                    msg.add_int64(item)
+                elif isinstance(item, int):
+                    msg.add_int(item)
+                elif isinstance(item, SFTPAttributes):
+                    item._pack(msg)
+                else:
+                    msg.add_string(item)
+            body = msg.asbytes()
+            frames.append(struct.pack(">IB", len(body) + 1, kind) + body)
+            sftp._expecting[num] = type(None)  # as _async_request: nobody else waits for this reply
+            sftp.request_number = num + 1
+            nums.append(num)
+    sftp._write_all(b"".join(frames))
     replies: list[Reply] = []
     for num in nums:
         try:
