@@ -113,7 +113,8 @@ def claim_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) ->
                    .select_related("draft__organization"))
     for export in claimed:  # the row we have, not one copy per export (its JSON fields cost a decode each)
         export.connection = connection
-    prefetch_lines([export.draft for export in claimed if export.payload is None])  # only those to build
+    to_build = ERPExport.objects.filter(claim_token=token, payload=None).values("draft_id")  # a retry never builds
+    prefetch_lines([export.draft for export in claimed if export.payload is None], draft_ids=to_build)
     return claimed
 
 

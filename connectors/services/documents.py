@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import NamedTuple
 from uuid import UUID
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from orderflow.models import DraftOrder, DraftOrderLine
@@ -32,15 +33,19 @@ class LineRow(NamedTuple):
     unit_price: Decimal | None
 
 
-def prefetch_lines(drafts: Sequence[DraftOrder]) -> None:
+def prefetch_lines(drafts: Sequence[DraftOrder], *, draft_ids: QuerySet | None = None) -> None:
     """Read the lines of many drafts in one query, for building their files.
 
     Plain rows, not ``prefetch_related``: Django's builds a queryset per draft and a model per line,
-    which cost a delivery more than the lines themselves.
+    which cost a delivery more than the lines themselves.  ``draft_ids``, a query of the drafts' ids,
+    spares Django compiling an ``IN`` list of a few hundred ids (~5 ms).
     """
     by_draft: dict[UUID, list[LineRow]] = {draft.pk: [] for draft in drafts}
-    for draft_id, *values in (DraftOrderLine.objects.filter(draft_id__in=list(by_draft))
+    wanted = list(by_draft) if draft_ids is None else draft_ids
+    for draft_id, *values in (DraftOrderLine.objects.filter(draft_id__in=wanted)
                               .values_list("draft_id", *LineRow._fields)):
+        if draft_id not in by_draft:
+            continue
         by_draft[draft_id].append(LineRow(*values))
     for draft in drafts:
         setattr(draft, _PREFETCHED, by_draft[draft.pk])
