@@ -106,7 +106,8 @@ class SFTPCounter:
     """Counts SFTP requests by type, SFTP sessions and SSH logins made through paramiko while ``on``.
 
     Every request of paramiko's SFTPClient (blocking, pipelined writes, prefetched reads,
-    the close of a file) goes through ``SFTPClient._async_request``.  A request is not a
+    the close of a file) goes through ``SFTPClient._async_request``; the service's own
+    batches through ``sftp_pipeline._pipelined``.  A request is not a
     round trip: pipelined writes and prefetches share one; the 20 ms link's seconds per file
     ÷ RTT shows the round trips.
     """
@@ -120,6 +121,8 @@ class SFTPCounter:
         self._originals: list[tuple[type, str, Any]] = []
 
     def install(self) -> None:
+        from connectors.transports import sftp_pipeline
+
         counter = self
 
         def wrap(cls: type, name: str, count: Callable[..., None]) -> None:
@@ -138,6 +141,12 @@ class SFTPCounter:
             paramiko.SFTPClient,
             "_async_request",
             lambda fileobj, t, *a: self.requests.update([CMD_NAMES.get(t, str(t)).upper()]),
+        )
+        # The service's batches frame their requests themselves (one write per batch).
+        wrap(
+            sftp_pipeline,
+            "_pipelined",
+            lambda requests: self.requests.update(CMD_NAMES.get(t, str(t)).upper() for t, _args in requests),
         )
         wrap(paramiko.SFTPClient, "__init__", lambda *a: setattr(self, "sessions", self.sessions + 1))
         wrap(paramiko.Transport, "start_client", lambda *a: setattr(self, "logins", self.logins + 1))
