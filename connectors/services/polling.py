@@ -45,6 +45,7 @@ SCHEDULE_JITTER_SECONDS = 5  # a connection due this soon polls on this schedule
 POLL_TASK_SECONDS = 100
 # Intervals below this are kept by poll tasks (above); the schedule starts a new one on every firing.
 SHORT_INTERVAL_SECONDS = 60
+INBOX_LOOK_SECONDS = 60  # a poll task lists the ERP's inbox (our export dir) at most this often
 # Our clock for readiness (a seam for tests: waiting a minimum age for real would make them slow).
 _clock: Callable[[], float] = time.time
 _sleep: Callable[[float], None] = time.sleep
@@ -146,16 +147,17 @@ class _Poll:
     """One poll run of one connection over one open transport."""
 
     def __init__(self, conn: ERPConnection, transport: Transport, report: PollReport, lease: Lease,
-                 should_stop: StopCheck = never) -> None:
+                 should_stop: StopCheck = never, look_at_inbox: bool = True) -> None:
         self.conn, self.transport, self.report, self.lease = conn, transport, report, lease
-        self.should_stop = should_stop
+        self.should_stop, self.look_at_inbox = should_stop, look_at_inbox
         self.seen = _Observations(conn.ack_listing, conn.min_ack_age_seconds)
         self.gone: set[str] = set()  # handled (moved) this run
         self.budget = MAX_ACKS_PER_POLL
         self.waiting: set[str] = set()  # seen in the last pass, not ready yet
 
     def run(self) -> dict[str, list]:
-        self._look_at_inbox()
+        if self.look_at_inbox:
+            self._look_at_inbox()
         wait = self._pass()
         if wait is not None and wait <= RECHECK_MAX_SECONDS and self.budget:
             self._sleep(wait)  # new files become old enough soon: read them in this poll, not the next
@@ -284,11 +286,12 @@ class _Poll:
 
 
 def poll_connection(*, connection: ERPConnection, force: bool = False, session: Session | None = None,
-                    should_stop: StopCheck = never) -> PollReport | None:
+                    should_stop: StopCheck = never, look_at_inbox: bool = True) -> PollReport | None:
     """One poll of one connection over one open transport (``session``'s, or its own).
 
     None when it is not due or someone else polls it.  ``should_stop`` cuts short its wait for new
-    files to become old enough (they are read by the next poll).
+    files to become old enough (they are read by the next poll).  ``look_at_inbox``: also list our
+    export dir for files the ERP has not taken (the "stopped consuming" alert).
     """
     token = claim_connection(connection_id=connection.pk, force=force)
     if token is None:
@@ -305,7 +308,7 @@ def poll_connection(*, connection: ERPConnection, force: bool = False, session: 
         transport = session.transport()
         for path in (connection.effective_processed_path, connection.effective_failed_path):
             transport.makedirs(path)
-        listing = _Poll(connection, transport, report, lease, should_stop).run()
+        listing = _Poll(connection, transport, report, lease, should_stop, look_at_inbox).run()
     except Exception as err:
         session.drop()
         report.error = err.message if isinstance(err, TransportError) else f"{type(err).__name__}: {err}"
@@ -360,6 +363,7 @@ def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False, 
 def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, session: Session,
                           mine: uuid.UUID, should_stop: StopCheck) -> list[PollReport]:
     reports: list[PollReport] = []
+    looked_at: float | None = None  # the inbox: once a minute is plenty for an alert counted in minutes
 
     def done() -> bool:
         """Asked to stop (Ctrl-C), or a newer task keeps the connection now: end within a second, so two
@@ -368,7 +372,11 @@ def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, s
 
     while True:
         # None: not due, or taken
-        report = poll_connection(connection=connection, force=force, session=session, should_stop=done)
+        look = looked_at is None or time.monotonic() - looked_at >= INBOX_LOOK_SECONDS
+        report = poll_connection(connection=connection, force=force, session=session, should_stop=done,
+                                 look_at_inbox=look)
+        if look and report is not None:
+            looked_at = time.monotonic()
         force = False
         if report is not None:
             reports.append(report)

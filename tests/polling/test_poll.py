@@ -13,6 +13,7 @@ from django.utils import timezone
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from connectors.services import polling
 from connectors.transports.base import TransportError
+from connectors.transports.local import LocalTransport
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import Dropzone, names, repoint
 from tests.fixtures.pipeline import FakeClock
@@ -268,6 +269,29 @@ def test_a_run_is_bounded_and_the_rest_follows(dropzone: Dropzone, make_draft, m
     assert ERPConnection.objects.get().next_poll_at <= timezone.now()  # due again at once
     assert poll(dropzone).outcomes == {"accepted": 2}
     assert ERPExport.objects.filter(status="ACKED").count() == 5
+
+
+@pytest.mark.parametrize("dropzone", ["local"], indirect=True)
+def test_a_drain_over_several_runs_looks_at_the_erps_inbox_once(dropzone: Dropzone, make_draft,
+                                                                monkeypatch) -> None:
+    """The inbox (our export dir) is listed for the "ERP stopped consuming" alert; a backlog drained in several
+    runs needs it once, not once per run: with 10,000 files left there, each look cost as much as reading
+    2,000 acks."""
+    monkeypatch.setattr(polling, "MAX_ACKS_PER_POLL", 2)
+    for n in range(5):
+        export = ERPExport.objects.create(draft=make_draft(order_number=f"PO-{n}", status="PUSHED"),
+                                          connection=dropzone.connection, status="SENT", filename=f"f{n}.json")
+        dropzone.put_ack(f"ack_f{n}.json", ack_body(export))
+    (dropzone.inbound / "f4.json").write_text("{}")  # one of our files the ERP has not taken
+    listed: list[str] = []
+    real = LocalTransport.list_dir
+    monkeypatch.setattr(LocalTransport, "list_dir", lambda self, path: listed.append(path) or real(self, path))
+
+    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True)
+
+    assert [r.outcomes for r in reports] == [{"accepted": 2}, {"accepted": 2}, {"accepted": 1}]
+    assert listed.count(dropzone.connection.export_path) == 1
+    assert list(ERPConnection.objects.get().inbox_seen) == ["f4.json"]  # what the alert reads
 
 
 def test_a_short_interval_is_polled_again_within_the_schedules_minute(dropzone: Dropzone, sent_export: ERPExport,
