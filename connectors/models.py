@@ -261,7 +261,7 @@ class ERPExport(models.Model):
         ERPConnection, on_delete=models.PROTECT, null=True, blank=True, related_name="exports"
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
-    filename = models.CharField(max_length=255, blank=True)
+    filename = models.CharField(max_length=255, blank=True, db_index=True)  # acks without export_id match by it
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_error = models.TextField(blank=True)
@@ -290,6 +290,8 @@ class ERPExport(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["draft", "-created_at"], name="export_current_by_draft"),
+            # A run finds its claimed exports by token: without it, a scan of every export ever made.
+            models.Index(fields=["claim_token"], name="export_claimed", condition=models.Q(claim_token__isnull=False)),
         ]
         permissions = [
             ("push_draft", "Can push drafts to the ERP"),
