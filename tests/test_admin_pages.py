@@ -90,3 +90,16 @@ def test_old_events_are_pruned_recent_ones_kept(populated: None, settings) -> No
     ConnectorEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
     assert prune_events() == "1 event(s) older than 30 days deleted"
     assert list(ConnectorEvent.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+def test_lists_of_exports_and_events_do_not_read_the_archived_files(admin_client: Client, populated: None) -> None:
+    """An export's archived bytes (KBs to MBs) are read for a download or a delivery, not for a page of rows."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ERPExport.objects.update(payload=b'{"export_id": "..."}\n' * 1000)
+    for model in ("erpexport", "connectorevent"):
+        with CaptureQueriesContext(connection) as page:
+            html = admin_client.get(reverse(f"admin:connectors_{model}_changelist")).content.decode()
+        assert "x.json" in html, model
+        assert not [q["sql"] for q in page.captured_queries if '"payload"' in q["sql"]], model
