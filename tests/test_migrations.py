@@ -22,18 +22,21 @@ BEFORE = [("connectors", "0011_poll_task")]
 
 
 def migrate(targets: list[tuple[str, str]]) -> Apps:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets)
-    return MigrationExecutor(connection).loader.project_state(targets).apps
+    MigrationExecutor(connection).migrate(targets)
+    return MigrationExecutor(connection).loader.project_state(targets).apps  # a fresh loader: the new state
+
+
+def latest() -> list[tuple[str, str]]:
+    return MigrationExecutor(connection).loader.graph.leaf_nodes("connectors")
 
 
 @pytest.fixture
 def rolled_back() -> Iterator[Apps]:
-    latest = MigrationExecutor(connection).loader.graph.leaf_nodes("connectors")
+    today = latest()
     try:
         yield migrate(BEFORE)
     finally:
-        migrate(latest)  # the other tests need today's schema
+        migrate(today)  # the other tests need today's schema
 
 
 def test_archived_files_move_into_their_rows_and_back(
@@ -50,8 +53,7 @@ def test_archived_files_move_into_their_rows_and_back(
                                      payload="exports/2026/11/lost.json")  # its file is not in this storage
     archived = kept.payload.name
 
-    latest = MigrationExecutor(connection).loader.graph.leaf_nodes("connectors")
-    migrate(latest)
+    migrate(latest())
 
     assert bytes(ERPExport.objects.get(pk=kept.pk).payload) == raw
     assert not default_storage.exists(archived), "moved, not copied: storage no longer needs sharing"

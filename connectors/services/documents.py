@@ -33,20 +33,17 @@ class LineRow(NamedTuple):
     unit_price: Decimal | None
 
 
-def prefetch_lines(drafts: Sequence[DraftOrder], *, draft_ids: QuerySet | None = None) -> None:
+def prefetch_lines(drafts: Sequence[DraftOrder], *, draft_ids: QuerySet) -> None:
     """Read the lines of many drafts in one query, for building their files.
 
     Plain rows, not ``prefetch_related``: Django's builds a queryset per draft and a model per line,
-    which cost a delivery more than the lines themselves.  ``draft_ids``, a query of the drafts' ids,
-    spares Django compiling an ``IN`` list of a few hundred ids (~5 ms).
+    which cost a delivery more than the lines themselves.  ``draft_ids`` is a query of the same drafts'
+    ids: it spares Django compiling an ``IN`` list of a few hundred ids (~5 ms).
     """
     by_draft: dict[UUID, list[LineRow]] = {draft.pk: [] for draft in drafts}
-    wanted = list(by_draft) if draft_ids is None else draft_ids
-    for draft_id, *values in (DraftOrderLine.objects.filter(draft_id__in=wanted)
+    for draft_id, *values in (DraftOrderLine.objects.filter(draft_id__in=draft_ids)
                               .values_list("draft_id", *LineRow._fields)):
-        if draft_id not in by_draft:
-            continue
-        by_draft[draft_id].append(LineRow(*values))
+        by_draft.setdefault(draft_id, []).append(LineRow(*values))
     for draft in drafts:
         setattr(draft, _PREFETCHED, by_draft[draft.pk])
 
