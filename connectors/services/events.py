@@ -12,7 +12,7 @@ from uuid import UUID
 from django.utils import timezone
 
 from ..models import ConnectorEvent, ERPConnection, ERPExport
-from .rowwrites import insert_rows
+from .rowwrites import Statement, insert_statements, run_statements
 
 logger = logging.getLogger("connectors")
 
@@ -32,15 +32,21 @@ class EventSpec:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def record_events(specs: Sequence[EventSpec]) -> None:
-    """Store events in one INSERT and mirror them to the log (messages never carry secrets)."""
+def event_statements(specs: Sequence[EventSpec]) -> list[Statement]:
+    """The INSERT of these events, to run with other writes; mirrors them to the log (messages never carry
+    secrets)."""
     for spec in specs:
         logger.log(_LOG_LEVELS.get(spec.level, logging.INFO), "%s: %s", spec.kind, spec.message)
-    insert_rows([
+    return insert_statements([
         ConnectorEvent(connection_id=s.connection_id, export_id=s.export_id, kind=s.kind, level=s.level,
                        actor=s.actor, message=s.message, details=s.details)
         for s in specs
     ])
+
+
+def record_events(specs: Sequence[EventSpec]) -> None:
+    """Store events in one INSERT and mirror them to the log."""
+    run_statements(ConnectorEvent, event_statements(specs))
 
 
 def record_event(

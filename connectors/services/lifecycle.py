@@ -27,8 +27,8 @@ from django.utils import timezone
 from orderflow.models import DraftOrder, DraftOrderLine
 
 from ..models import ConnectorEvent, ERPExport
-from .events import EventSpec, record_events
-from .rowwrites import Keep, update_rows
+from .events import EventSpec, event_statements, record_events
+from .rowwrites import Keep, Statement, run_statements, update_statements
 
 S = ERPExport.Status
 D = DraftOrder.Status
@@ -216,21 +216,26 @@ def transition(verb: Verb, changes: Sequence[Change], *, token: uuid.UUID | None
             events.append(EventSpec(kind=kind or verb.value, message=message, export_id=export_id,
                                     connection_id=row["connection_id"], level=level, actor=actor,
                                     details=change.details))
-        # Compare-and-set: the rows still say what we checked under the lock.
+        # Compare-and-set: the rows still say what we checked under the lock.  All writes go in one round.
         by_source: dict[str, dict[uuid.UUID, dict[str, Any]]] = {}
         for export_id, values in export_rows.items():
             by_source.setdefault(rows[export_id]["status"], {})[export_id] = values
+        statements: list[Statement] = []
+        checks: list[tuple[int, int, int]] = []  # statements[start:end] must change this many export rows
         for source, group in by_source.items():
             where = {"status": source, **({"claim_token": token} if rule.claimed else {})}
-            if update_rows(ERPExport, group, where=where) != len(group):
-                raise RuntimeError(f"{verb}: export rows changed under their lock")  # cannot happen: locked
+            start = len(statements)
+            statements += update_statements(ERPExport, group, where=where)
+            checks.append((start, len(statements), len(group)))
         drafts_by_source: dict[str, dict[uuid.UUID, dict[str, Any]]] = {}
         for draft_id, values in draft_rows.items():
             if drafts[draft_id] != values["status"] or len(values) > 2:  # more than status + updated_at
                 drafts_by_source.setdefault(drafts[draft_id], {})[draft_id] = values
         for source, group in drafts_by_source.items():
-            update_rows(DraftOrder, group, where={"status": source})
-        record_events(events)
+            statements += update_statements(DraftOrder, group, where={"status": source})
+        counts = run_statements(ERPExport, statements + event_statements(events))
+        if any(sum(counts[start:end]) != n for start, end, n in checks):
+            raise RuntimeError(f"{verb}: export rows changed under their lock")  # cannot happen: locked
     return [results[c.export_id] for c in changes]
 
 
