@@ -57,7 +57,11 @@ class ERPConnection(models.Model):
     )
     failed_path = models.CharField(max_length=500, blank=True, help_text="Empty: the ack dir's failed/ sub-directory.")
     temp_suffix = models.CharField(max_length=20, default=".tmp")
-    min_ack_age_seconds = models.PositiveIntegerField(default=10)
+    # Added to every answer's wait (our clock starts at first sight): 5 s keeps a 10 s interval's answers
+    # within 15 s and is ample for an ERP that writes temp + rename, as the contract asks.
+    min_ack_age_seconds = models.PositiveIntegerField(
+        default=5, help_text="An ack file is read once orderflow has seen it unchanged (size and time) this long. "
+                             "Raise it for an ERP that writes its files in place, slowly.")
     poll_interval_seconds = models.PositiveIntegerField(default=60, validators=[MinValueValidator(10)])
     connect_timeout_seconds = models.PositiveIntegerField(
         default=10, validators=[MinValueValidator(1), MaxValueValidator(120)]

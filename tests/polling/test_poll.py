@@ -191,6 +191,20 @@ def test_a_future_dated_ack_is_read_once_old_enough_by_our_clock(dropzone: Dropz
     assert ConnectorEvent.objects.filter(kind="ack_waiting").count() == 0
 
 
+def test_with_the_default_minimum_age_a_10_s_interval_confirms_an_ack_within_15_s(
+        dropzone: Dropzone, sent_export: ERPExport, clock: FakeClock) -> None:
+    """Issue 10: first listed up to one interval after it appears, then read once our clock saw it unchanged
+    for the default minimum age (within the same poll): at most 15 s with a 10 s interval."""
+    default = ERPConnection._meta.get_field("min_ack_age_seconds").get_default()
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(min_ack_age_seconds=default,
+                                                                   poll_interval_seconds=10)
+    dropzone.put_ack(f"ack_{stem(sent_export)}.json", ack_body(sent_export))
+    first_sight = clock.now
+    assert poll(dropzone).outcomes == {"accepted": 1}
+    assert 10 + (clock.now - first_sight) <= 15
+    assert DraftOrder.objects.get().status == "CONFIRMED"
+
+
 def test_a_connection_due_within_the_schedule_jitter_polls_now(dropzone: Dropzone, sent_export: ERPExport) -> None:
     """A 60 s interval on the 60 s schedule: the next run comes a moment early, and must still poll."""
     ERPConnection.objects.filter(pk=dropzone.connection.pk).update(
