@@ -264,8 +264,10 @@ class ERPExport(models.Model):
     connection = models.ForeignKey(
         ERPConnection, on_delete=models.PROTECT, null=True, blank=True, related_name="exports"
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
-    filename = models.CharField(max_length=255, blank=True, db_index=True)  # acks without export_id match by it
+    # Indexed in Meta, not with db_index: on PostgreSQL db_index adds a second, LIKE-pattern index that no
+    # query uses and every write of the row updates.
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    filename = models.CharField(max_length=255, blank=True)  # acks without export_id match by it
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_error = models.TextField(blank=True)
@@ -292,7 +294,8 @@ class ERPExport(models.Model):
         verbose_name = "ERP export"
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["status", "next_attempt_at"]),  # also serves lookups by status alone
+            models.Index(fields=["filename"], name="export_filename"),
             models.Index(fields=["draft", "-created_at"], name="export_current_by_draft"),
             # A run finds its claimed exports by token: without it, a scan of every export ever made.
             models.Index(fields=["claim_token"], name="export_claimed", condition=models.Q(claim_token__isnull=False)),
@@ -325,16 +328,17 @@ class ConnectorEvent(models.Model):
         ERPConnection, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
     )
     export = models.ForeignKey(ERPExport, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
-    kind = models.CharField(max_length=40, db_index=True)
+    kind = models.CharField(max_length=40)  # indexed in Meta (see ERPExport.status)
     # Who did it (a user name) when a person did; empty for the pipeline.
     actor = models.CharField(max_length=150, blank=True)
-    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO, db_index=True)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
     message = models.TextField()
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["kind"], name="event_kind"), models.Index(fields=["level"], name="event_level")]
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message[:80]}"
