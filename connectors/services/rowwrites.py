@@ -36,6 +36,8 @@ class Keep:
 
 @dataclass
 class Statement:
+    """One SQL statement and its parameters, built here and sent by :func:`run_statements`."""
+
     sql: str
     params: list[Any]
     many: bool = False  # params is a list of rows (executemany)
@@ -71,12 +73,12 @@ def update_statements(model: type[Model], rows: dict[Any, dict[str, Any]], *,
                 + [meta.pk.get_db_prep_value(pk, connection)] for pk in pks]
         if _sets_values(connection):
             row = "(" + ", ".join(f"%s::{f.cast_db_type(connection)}" for f in [*fields, meta.pk]) + ")"
-            names = [f"v{i}" for i in range(len(fields) + 1)]
             assignments = [_assign(quote(f.column), f"v.v{i}", keep, table)
                            for i, (f, (_, keep)) in enumerate(zip(fields, shape, strict=True))]
-            checks = [f"{table}.{quote(meta.pk.column)} = v.{names[-1]}", *conditions]
+            aliases = ", ".join(f"v{i}" for i in range(len(fields) + 1))  # the row's values, then its pk
+            checks = [f"{table}.{quote(meta.pk.column)} = v.v{len(fields)}", *conditions]
             sql = (f"UPDATE {table} SET {', '.join(assignments)} "  # noqa: S608 - names from _meta
-                   f"FROM (VALUES {', '.join([row] * len(prep))}) AS v({', '.join(names)}) "
+                   f"FROM (VALUES {', '.join([row] * len(prep))}) AS v({aliases}) "
                    f"WHERE {' AND '.join(checks)}")
             statements.append(Statement(sql, [p for values in prep for p in values] + where_params))
         else:
