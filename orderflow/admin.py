@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
 
 from .models import DraftOrder, DraftOrderLine, Organization
@@ -48,6 +48,10 @@ class OrganizationAdmin(OrganizationScopedAdmin):
         return request.user.is_superuser
 
 
+STALE_EDIT = ("This draft was pushed to the ERP while you edited it and can no longer be changed; your changes "
+              "were not saved. The page shows what the ERP gets.")
+
+
 def is_locked(draft: DraftOrder | None) -> bool:
     """Approved, pushed or confirmed drafts are what the ERP has (or is getting): not editable."""
     return draft is not None and draft.status not in DraftOrder.PUSHABLE
@@ -60,11 +64,11 @@ class DraftOrderForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        pk = self.instance.pk
-        # Someone may have pushed it while this form was open: its contents are then what the ERP gets.
-        if pk and not DraftOrder.objects.filter(pk=pk, status__in=DraftOrder.PUSHABLE).exists():
-            raise forms.ValidationError("This draft was pushed to the ERP while you edited it and can no longer "
-                                        "be changed. Reload the page to see it.")
+        # Someone may have pushed it while this form was open: its contents are then what the ERP gets.  A new
+        # draft has its id already (a UUID default), so ``_state.adding``, not the id, says it is not saved yet.
+        adding = self.instance._state.adding
+        if not adding and not DraftOrder.objects.filter(pk=self.instance.pk, status__in=DraftOrder.PUSHABLE).exists():
+            raise forms.ValidationError(STALE_EDIT)
         return cleaned
 
 
@@ -121,6 +125,17 @@ class DraftOrderAdmin(OrganizationScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: DraftOrder | None = None) -> bool:
         return not is_locked(obj) and super().has_delete_permission(request, obj)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        # An edit form saved after the draft was pushed: say so on the draft's (now read-only) page rather than
+        # answer 403 as for a page the user may not change at all.
+        if request.method == "POST" and self.has_change_permission(request):
+            draft = self.get_object(request, object_id)
+            if is_locked(draft):
+                self.message_user(request, STALE_EDIT, messages.ERROR)
+                return HttpResponseRedirect(request.path)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request: HttpRequest, obj: DraftOrder, form: forms.ModelForm, change: bool) -> None:
         if not change:
