@@ -214,7 +214,7 @@ def final_names(export_dir: Path, temp_suffix: str) -> set[str]:
 
 
 def deliver_once(draft: Any, export_dir: Path, temp_suffix: str, probe: QueueProbe, timeout: float) -> Delivery:
-    from connectors.services.pushing import push_drafts
+    from connectors.outbound.pushing import push_drafts
 
     before = final_names(export_dir, temp_suffix)
     t0 = time.perf_counter()

@@ -243,7 +243,7 @@ class Bench:
     def deliver_all(self) -> tuple[int, list[str], int]:
         """What a delivery task does (delivery_runs: runs over one session until nothing is due)."""
         from connectors.models import ERPConnection
-        from connectors.services.delivery import delivery_runs
+        from connectors.outbound.delivery import delivery_runs
 
         conn = ERPConnection.objects.get(pk=self.conn_id)
         sent, problems, calls = 0, [], 0
@@ -255,8 +255,8 @@ class Bench:
 
     def poll_all(self) -> tuple[Counter[str], str, int]:
         """What a poll task does (poll_until_next_schedule: polls over one session while files are left)."""
+        from connectors.inbound.polling import poll_until_next_schedule
         from connectors.models import ERPConnection
-        from connectors.services.polling import poll_until_next_schedule
 
         conn = ERPConnection.objects.get(pk=self.conn_id)
         outcomes: Counter[str] = Counter()
@@ -315,7 +315,7 @@ def service(b: Bench, link: Link, key: str, fn: Callable[[], Any]) -> Run | None
 
 def run_round(b: Bench, link: Link, i: int, only: str) -> None:
     from connectors.models import ERPExport
-    from connectors.services.pushing import push_drafts
+    from connectors.outbound.pushing import push_drafts
     from orderflow.models import DraftOrder
 
     tag, seed = f"{link.key}{i}", 1000 * i + len(link.key)
@@ -381,7 +381,7 @@ def run_round(b: Bench, link: Link, i: int, only: str) -> None:
 def profile(b: Bench, link: Link, top: int) -> None:
     """One delivery and one poll of N under cProfile (main thread only: upload helper threads are not seen)."""
     from connectors.models import ERPExport
-    from connectors.services.pushing import push_drafts
+    from connectors.outbound.pushing import push_drafts
 
     drafts = b.make_drafts(link.n, "profile", seed=99)
     export_remote, _ = b.zone.make_dir("profile-inbound")

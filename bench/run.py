@@ -7,7 +7,7 @@ Run from the repository root::
 What happens (no Django database: transports and payloads are pure):
 
 1. N realistic export documents are built, validated, named and rendered with
-   ``connectors.payloads`` (timed: the CPU cost of producing the files).
+   ``connectors.contract.payloads`` (timed: the CPU cost of producing the files).
 2. A real OpenSSH ``sshd`` (tests/servers/sshd.py) and a pyftpdlib FTP server
    (tests/servers/ftpd.py, in a child process so it does not share this
    process's GIL) are started on random loopback ports; a temp dir serves as
@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from connectors import acks, payloads
+from connectors.contract import acks, payloads
 from connectors.transports import Step, Transport, TransportSettings, get_transport
 from tests.servers.ftpd import FTPDServer  # only its credentials: the server runs in a child
 from tests.servers.sshd import SSHD, SSHDServer, make_client_key
@@ -175,7 +175,7 @@ def make_orders(n: int, lines: int, seed: int = 42) -> list[payloads.OrderData]:
 
 
 def render_all(orders: list[payloads.OrderData], *, validate: bool) -> Items:
-    """What the pipeline does per export (services/documents.py), minus the ORM and the mapping."""
+    """What the pipeline does per export (outbound/documents.py), minus the ORM and the mapping."""
     generated_at = datetime(2026, 11, 26, 12, 5, 1, tzinfo=UTC)
     items = []
     for order in orders:

@@ -32,7 +32,7 @@ from .models import ERPConnection, ERPExport
 from .services.connection_test import PinError, pin_host_key, presented_key, test_connection
 from .services.keys import generate_key_pair
 from .services.overrides import failed_exports, retry_exports
-from .services.pushing import enqueue_delivery, enqueue_poll
+from .work.wake import enqueue_delivery, enqueue_poll
 
 
 def _connection(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> ERPConnection:

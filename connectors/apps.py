@@ -10,6 +10,6 @@ class ConnectorsConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from . import checks, signals  # noqa: F401  (register the system checks, connect the receivers)
-        from .schedules import ensure_schedules
+        from .work.schedules import ensure_schedules
 
         post_migrate.connect(ensure_schedules, sender=self, dispatch_uid="connectors.ensure_schedules")

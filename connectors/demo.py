@@ -20,11 +20,11 @@ from django.db import transaction
 from orderflow.demo import load_demo_orders
 from orderflow.models import Organization
 
-from . import schedules
+from .inbound import polling
 from .models import ERPConnection
-from .services import polling
 from .simulator import ACCEPTED, INVALID, REJECTED, ERPSimulator, SimulatorSettings
 from .transports import TransportError, get_transport
+from .work import schedules
 
 DEMO_ORGANIZATION = "demo"
 DEMO_CONNECTION = "Demo dropzone (local)"

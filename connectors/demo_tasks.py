@@ -8,9 +8,10 @@ appears instead of up to a minute later.
 
 from __future__ import annotations
 
-from . import demo, schedules
+from . import demo
 from .models import ERPConnection
-from .worker_stop import stop_requested, task_budget
+from .work import schedules
+from .work.stop import stop_requested, task_budget
 
 RUN_SECONDS = 45.0  # the schedule fires every 60 s: runs never overlap, and a worker is free 1/4 of the time
 PASS_INTERVAL = 2.0  # seconds between simulator passes

@@ -8,8 +8,8 @@ from django import forms
 from django.conf import settings
 from django.forms.fields import InvalidJSONInput
 
+from .contract.mapping import text_problem, validate_mapping
 from .crypto import keep_typed, typed_back
-from .mapping import text_problem, validate_mapping
 from .models import ERPConnection
 from .transports import TransportError
 from .transports.base import pinned_lines

@@ -16,7 +16,9 @@ from django.dispatch import receiver
 from orderflow.models import DraftOrder
 
 from .models import ERPConnection
-from .services import lifecycle, pushing
+from .outbound import pushing
+from .services import lifecycle
+from .work import wake
 
 
 @receiver(post_save, sender=DraftOrder)
@@ -25,7 +27,8 @@ def push_on_approval(sender: type, instance: DraftOrder, update_fields: Any = No
         return
     if update_fields is not None and "status" not in update_fields:
         return
-    lifecycle.approve_saved(draft_id=instance.pk)
+    for connection_id in lifecycle.approve_saved(draft_id=instance.pk).connection_ids:
+        wake.enqueue_delivery(connection_id)
 
 
 @receiver(post_save, sender=ERPConnection)

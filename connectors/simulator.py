@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from . import payloads
-from .acks import no_duplicate_keys
+from .contract import payloads
+from .contract.acks import no_duplicate_keys
 from .transports import ErrorCode, RemoteFile, Transport, TransportError
 
 EXPORT_MAX_BYTES = 8 * 1024 * 1024  # far above any real order; bounds what one file can cost us

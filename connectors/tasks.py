@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from .inbound import polling
 from .models import ERPConnection
-from .services import alerts, delivery, events, lifecycle, polling, pushing
-from .worker_stop import stop_requested, task_budget
+from .outbound import delivery, pushing
+from .services import alerts, events, lifecycle
+from .work import wake
+from .work.stop import stop_requested, task_budget
 
 
 def deliver_connection(connection_id: int) -> str:
@@ -27,13 +30,13 @@ def deliver_connection(connection_id: int) -> str:
 def deliver_all_due() -> str:
     """The every-minute schedule: recover half-done pushes, attach waiting exports, enqueue deliveries."""
     for draft_id in lifecycle.approved_without_open_export():
-        lifecycle.approve_saved(draft_id=draft_id)
+        lifecycle.approve_saved(draft_id=draft_id)  # its connection is enqueued with every due one below
     waiting = pushing.organizations_with_waiting_exports()
     for connection in ERPConnection.objects.filter(is_active=True, organization_id__in=waiting):
         pushing.attach_waiting_exports(connection=connection, enqueue=False)  # enqueued just below
     ready = list(delivery.due_exports().order_by().values_list("connection_id", flat=True).distinct())
     for connection_id in ready:
-        pushing.enqueue_delivery(connection_id)
+        wake.enqueue_delivery(connection_id)
     return f"delivery enqueued for {len(ready)} connection(s)"
 
 
@@ -51,7 +54,7 @@ def poll_all_due() -> str:
     """The every-minute schedule: one poll task per connection due (draining ones too) or kept by poll tasks."""
     due = list(polling.connections_to_poll().values_list("pk", flat=True))
     for connection_id in due:
-        pushing.enqueue_poll(connection_id)
+        wake.enqueue_poll(connection_id)
     return f"poll enqueued for {len(due)} connection(s)"
 
 

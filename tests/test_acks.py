@@ -1,4 +1,4 @@
-"""Pure tests of connectors.acks: no database, no Django."""
+"""Pure tests of connectors.contract.acks: no database, no Django."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from uuid import UUID
 
 import pytest
 
-from connectors.acks import ACK_MAX_BYTES, ACK_MAX_DEPTH, Ack, MalformedAck, classify_name, parse_ack
+from connectors.contract.acks import ACK_MAX_BYTES, ACK_MAX_DEPTH, Ack, MalformedAck, classify_name, parse_ack
 
 EXPORT_ID = "3f0c8a4e-5b1e-4c8e-9a51-0e2f6a7d9b10"
 EXPORT_NAME = "20261126T120501Z_acme_PO-2026-0042_3f0c8a4e.json"
@@ -166,7 +166,7 @@ def test_deep_nesting_inside_strings_is_not_counted_but_outside_is():
 def test_recursion_error_is_a_fallback(monkeypatch):
     # Should the pre-scan ever be out-run, the parser's own recursion guard still
     # ends in MalformedAck, never in an uncaught RecursionError.
-    monkeypatch.setattr("connectors.acks.ACK_MAX_DEPTH", 10**9)
+    monkeypatch.setattr("connectors.contract.acks.ACK_MAX_DEPTH", 10**9)
     assert "nested deeper" in reason("ack_x.json", b"[" * 1_000_000)
 
 

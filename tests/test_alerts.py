@@ -22,8 +22,10 @@ from django.db import connection as db_connection
 from django.test import override_settings
 from django.utils import timezone
 
+from connectors.inbound import polling
 from connectors.models import AlertState, ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import alerts, overrides, polling, pushing
+from connectors.outbound import pushing
+from connectors.services import alerts, overrides
 from connectors.transports import ErrorCode
 from orderflow.models import DraftOrder, Organization
 from tests.test_settings import DEV_KEYS, run_settings, settings_of

@@ -20,10 +20,10 @@ from connectors import demo
 from connectors.demo import run_demo_erp
 from connectors.demo_tasks import RUN_SECONDS, answer_demo_exports
 from connectors.models import ERPConnection, ERPExport
-from connectors.schedules import DEMO_SCHEDULE, DEMO_TASK, ensure_schedules
-from connectors.services import pushing
+from connectors.outbound import pushing
 from connectors.simulator import erp_order_number
-from connectors.worker_stop import stop_requested
+from connectors.work.schedules import DEMO_SCHEDULE, DEMO_TASK, ensure_schedules
+from connectors.work.stop import stop_requested
 from orderflow.models import DraftOrder
 from tests.fixtures.pipeline import FakeClock
 

@@ -1,4 +1,4 @@
-"""Tests of connectors.mapping: pure (no database, no Django), except the admin form path at the end."""
+"""Tests of connectors.contract.mapping: pure (no database, no Django), except the admin form path at the end."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import time
 
 import pytest
 
-from connectors.mapping import MAX_BYTES, MAX_DEPTH, MappingError, apply_mapping, text_problem, validate_mapping
-from connectors.payloads import render
+from connectors.contract.mapping import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MappingError,
+    apply_mapping,
+    text_problem,
+    validate_mapping,
+)
+from connectors.contract.payloads import render
 from tests.test_payloads import SPEC_EXAMPLE
 
 

@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from connectors.models import ERPConnection, ERPExport
-from connectors.services.delivery import deliver_due_exports
+from connectors.outbound.delivery import deliver_due_exports
 from orderflow.models import DraftOrder
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""Pure tests of connectors.payloads: no database, no Django."""
+"""Pure tests of connectors.contract.payloads: no database, no Django."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors import payloads
-from connectors.payloads import (
+from connectors.contract import payloads
+from connectors.contract.payloads import (
     V1_SHAPE,
     LineData,
     OrderData,

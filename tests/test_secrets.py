@@ -236,7 +236,7 @@ def test_admin_save_and_test_of_an_unreadable_row(admin_client: Client, foreign_
 
 
 def test_delivery_records_an_unreadable_secret_as_a_permanent_fault(foreign_conn: ERPConnection) -> None:
-    from connectors.services.delivery import deliver_due_exports
+    from connectors.outbound.delivery import deliver_due_exports
 
     export = ERPExport.objects.get(connection=foreign_conn)
     ERPExport.objects.filter(pk=export.pk).update(next_attempt_at=None)
@@ -247,7 +247,7 @@ def test_delivery_records_an_unreadable_secret_as_a_permanent_fault(foreign_conn
 
 
 def test_polling_records_an_unreadable_secret_on_the_connection(foreign_conn: ERPConnection) -> None:
-    from connectors.services.polling import poll_connection
+    from connectors.inbound.polling import poll_connection
 
     report = poll_connection(connection=ERPConnection.objects.get(pk=foreign_conn.pk), force=True)
     assert report is not None and "cannot be decrypted" in report.error

@@ -15,8 +15,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from connectors import payloads
-from connectors.acks import parse_ack
+from connectors.contract import payloads
+from connectors.contract.acks import parse_ack
 from connectors.management.commands import simulate_erp
 from connectors.models import ERPConnection, ERPExport
 from connectors.simulator import (
@@ -188,7 +188,7 @@ MAPPING = {"rename": {"order.lines[].sku": "article_no", "order.lines": "positio
 
 
 def mapped_file(**kwargs: Any) -> tuple[str, bytes]:
-    from connectors.mapping import apply_mapping
+    from connectors.contract.mapping import apply_mapping
 
     doc = document(**kwargs)
     return name_of(doc), payloads.render(apply_mapping(doc, MAPPING))
@@ -486,7 +486,7 @@ def test_command_notes_a_mapping(dropzone: Dropzone) -> None:
 
 
 def push(draft: DraftOrder, capture) -> ERPExport:
-    from connectors.services.pushing import push_drafts
+    from connectors.outbound.pushing import push_drafts
 
     with capture(execute=True):
         assert push_drafts(drafts=[draft]).done == 1
@@ -496,7 +496,7 @@ def push(draft: DraftOrder, capture) -> ERPExport:
 
 
 def poll(dropzone: Dropzone) -> None:
-    from connectors.services.polling import poll_connection
+    from connectors.inbound.polling import poll_connection
 
     report = poll_connection(connection=ERPConnection.objects.get(pk=dropzone.connection.pk), force=True)
     assert report is not None and not report.error, report

@@ -15,8 +15,9 @@ import pytest
 from django.utils import timezone
 
 from connectors import tasks
+from connectors.inbound import polling
 from connectors.models import ERPConnection, ERPExport
-from connectors.services import delivery, polling
+from connectors.outbound import delivery
 
 
 def _ctrl_c_at_first_sleep(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> list[float]:

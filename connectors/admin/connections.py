@@ -19,8 +19,8 @@ from orderflow.scoping import OrganizationScopedAdmin
 from .. import admin_views
 from ..forms import ERPConnectionForm
 from ..models import ERPConnection
+from ..outbound.documents import preview_export
 from ..services.connection_test import test_connection
-from ..services.documents import preview_export
 from ..services.health import health_of
 from ..services.overrides import failed_exports
 from .common import actor

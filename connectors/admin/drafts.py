@@ -14,7 +14,7 @@ from orderflow.models import DraftOrder
 from orderflow.scoping import ScopedInlineMixin
 
 from ..models import ConnectorEvent, ERPExport, ack_overdue_cutoff
-from ..services import pushing
+from ..outbound import pushing
 from .common import ReadOnlyAdminMixin, actor, export_badge, render_timeline
 
 

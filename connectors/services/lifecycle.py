@@ -294,12 +294,13 @@ class PushCounts:
     done: int = 0
     skipped: int = 0
     waiting: int = 0  # of done: no active connection yet, the export waits for one
+    connection_ids: set[int] = field(default_factory=set)  # where the new exports go: the caller wakes them
 
 
 def _open_exports(drafts: Sequence[DraftOrder], *, actor: str, counts: PushCounts) -> None:
     """New PENDING exports (the drafts' current ones) on each organization's active connection.
 
-    Their delivery is enqueued for when the caller's transaction commits.
+    They are due at once; ``counts.connection_ids`` names the connections they go through.
     """
     from ..models import ERPConnection
 
@@ -324,7 +325,7 @@ def _open_exports(drafts: Sequence[DraftOrder], *, actor: str, counts: PushCount
                                     actor=actor, message=f"{who} {draft.order_number}; export "
                                                          f"{str(export.pk)[:8]} queued"))
     record_events(events)
-    _enqueue({e.connection_id for e in exports if e.connection_id is not None})
+    counts.connection_ids.update(e.connection_id for e in exports if e.connection_id is not None)
 
 
 def _with_lines() -> Q:
@@ -355,25 +356,27 @@ def push(*, draft_ids: Iterable[uuid.UUID], actor: str = "") -> PushCounts:
     return counts
 
 
-def approve_saved(*, draft_id: uuid.UUID) -> str:
+def approve_saved(*, draft_id: uuid.UUID) -> PushCounts:
     """A draft was saved as APPROVED by code outside this module (the post_save signal, the sweep).
 
     Decided from the database, not from what the instance was loaded with:
-    no open export → one is created (the approval pushes); an open one →
-    nothing; a delivered or answered one → the save was stale, and the
-    draft's status is restored from its current export.
+    no open export → one is created (the approval pushes: ``done`` is 1); an
+    open one → nothing; a delivered or answered one → the save was stale, and
+    the draft's status is restored from its current export (``skipped`` is 1).
     """
+    counts = PushCounts()
     with transaction.atomic():
         draft = DraftOrder.objects.select_for_update().filter(pk=draft_id, status=D.APPROVED).first()
         if draft is None:
-            return "not approved"
+            return counts
         current = draft.exports.order_by("-created_at").first()
         if current is not None and current.status == S.PENDING:
-            return "already open"
+            return counts
         if current is None or current.status in REPUSHABLE:
             if DraftOrder.objects.filter(_with_lines(), pk=draft.pk).exists():
-                _open_exports([draft], actor="", counts=PushCounts())
-                return "pushed"
+                _open_exports([draft], actor="", counts=counts)
+                counts.done = 1
+                return counts
             restored = DRAFT_STATUS[current.status] if current else D.NEW
             message = f"{draft.order_number} was approved without lines; status set back to {restored}"
         else:
@@ -385,17 +388,11 @@ def approve_saved(*, draft_id: uuid.UUID) -> str:
                                  export_id=current.pk if current else None,
                                  connection_id=current.connection_id if current else None,
                                  level=ConnectorEvent.Level.WARNING)])
-        return "restored"
+        counts.skipped = 1
+        return counts
 
 
 def approved_without_open_export(limit: int = 200) -> list[uuid.UUID]:
     """Drafts APPROVED with no PENDING export: a push that committed halfway outside this module."""
     return list(DraftOrder.objects.filter(status=D.APPROVED).exclude(exports__status=S.PENDING)
                 .values_list("pk", flat=True)[:limit])
-
-
-def _enqueue(connection_ids: set[int]) -> None:
-    from .pushing import enqueue_delivery
-
-    for connection_id in sorted(connection_ids):
-        enqueue_delivery(connection_id)

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from ..acks import ERP_ORDER_NUMBER_MAX
+from ..contract.acks import ERP_ORDER_NUMBER_MAX
 from ..models import ERPExport
 from ..transports import TransportError, get_transport
+from ..work.leases import lease_until, new_token
+from ..work.wake import enqueue_delivery
 from . import lifecycle
-from .leases import lease_until, new_token
 from .lifecycle import Change, Outcome, Verb
-from .pushing import enqueue_delivery
 
 
 @dataclass

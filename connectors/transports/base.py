@@ -18,9 +18,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
-from enum import StrEnum
 from itertools import islice
 from typing import TypeVar
+
+from .errors import ErrorCode, HostKeyError, TransportError, permanent
+from .lanes import run_parallel
+
+__all__ = ["ErrorCode", "HostKeyError", "RemoteFile", "Step", "Transport", "TransportError", "TransportSettings",
+           "permanent", "pinned_lines", "timed_step"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -90,72 +95,6 @@ def timed_step(steps: list[Step], name: str) -> Iterator[Step]:
         steps.append(record)
 
 
-class TransportError(Exception):
-    """The one error type of all transports.
-
-    ``permanent`` is True when retrying cannot help (authentication refused,
-    host key unknown or changed, permission denied, missing directory, file
-    already present).  ``code`` is a short machine-readable reason.
-    """
-
-    def __init__(self, message: str, *, permanent: bool = False, code: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.permanent = permanent
-        self.code = code
-
-
-def permanent(message: str, code: str) -> TransportError:
-    """Shorthand for a fault retrying cannot heal."""
-    return TransportError(message, permanent=True, code=code)
-
-
-class HostKeyError(TransportError):
-    """The server's identity is not the pinned one (or none is pinned).
-
-    Carries what an admin needs to decide: the presented key (to pin it) and
-    both fingerprints.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str,
-        presented_key: str,
-        presented_fingerprint: str,
-        expected_fingerprint: str = "",
-    ) -> None:
-        super().__init__(message, permanent=True, code=code)
-        self.presented_key = presented_key
-        self.presented_fingerprint = presented_fingerprint
-        self.expected_fingerprint = expected_fingerprint
-
-
-class ErrorCode(StrEnum):
-    """Why a transport operation failed, for services and tests to branch on (``err.code``)."""
-
-    EXISTS = "exists"
-    NOT_FOUND = "not_found"
-    PERMISSION = "permission_denied"
-    AUTH = "auth_failed"
-    HOST_KEY_UNKNOWN = "host_key_unknown"
-    HOST_KEY_CHANGED = "host_key_changed"
-    TIMEOUT = "timeout"
-    REFUSED = "connection_refused"
-    DNS = "dns"
-    TOO_LARGE = "too_large"
-    SIZE_MISMATCH = "size_mismatch"
-    NETWORK = "network"
-    CONFIG = "config"  # a setting cannot work (unknown transport, unreadable pinned key)
-    KEY_INVALID = "key_invalid"  # private key unreadable, or passphrase wrong/missing
-    IO = "io_error"  # local: any other OSError (disk full, stale NFS handle…): worth retrying
-    SERVER_FAILURE = "server_failure"  # SFTP's catch-all "Failure" status (disk full, …)
-    SERVER_REFUSED = "server_refused"  # FTP: another 5xx reply: permanent
-    SERVER_TEMPORARY = "server_temporary"  # FTP: another 4xx reply: worth retrying
-    SYMLINK = "symlink_refused"  # local: a symbolic link below the dropzone root (never followed)
-
-
 class Transport(ABC):
     """A connection to one dropzone.
 
@@ -190,6 +129,14 @@ class Transport(ABC):
     def close(self) -> None:
         """Release the connection; never raises."""
 
+    def abort(self) -> None:
+        """Cut the connection from another thread: every blocked operation on it (any lane) fails at once.
+
+        Must not block (the job budget's watchdog calls it).  After it, the transport is only closed.
+        A local directory has nothing to cut.
+        """
+        return None
+
     def open_lanes(self, count: int) -> list[Transport]:
         """Up to ``count`` handles on this open connection, each for one thread at a time; ``self`` first.
 
@@ -206,8 +153,6 @@ class Transport(ABC):
         self, op: Callable[[Transport, T], R], items: Iterable[T], *, tick: float = 1.0
     ) -> Iterator[tuple[T, R | TransportError] | None]:
         """``op(lane, item)`` for every item over up to ``max_lanes`` lanes; see ``lanes.run_parallel``."""
-        from .lanes import run_parallel
-
         return run_parallel(self, op, items, lanes=self.max_lanes, tick=tick)
 
     def parallel_batches(

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-from .base import TransportError
+from .errors import TransportError
 
 
 class DeadlineExceeded(TimeoutError):

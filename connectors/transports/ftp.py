@@ -156,6 +156,11 @@ class FTPTransport(Transport):
                     ftp.quit()
         _close_quietly(ftp)
 
+    def abort(self) -> None:
+        self._stale = True  # no QUIT on a cut connection: close() only closes the sockets
+        _cut(self._wire)
+        _cut(self._ftp)
+
     # -- deadlines -----------------------------------------------------------
     @contextmanager
     def _deadline(self, seconds: float) -> Iterator[None]:

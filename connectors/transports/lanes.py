@@ -14,16 +14,21 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from .base import TransportError
-
-if TYPE_CHECKING:
-    from .base import Transport
+from .errors import TransportError
 
 T = TypeVar("T")
 R = TypeVar("R")
 _STOP = object()
+
+
+class Lanes(Protocol):
+    """What ``run_parallel`` needs of a transport: handles for threads, and their release."""
+
+    def open_lanes(self, count: int) -> list: ...
+
+    def close_lanes(self, lanes: list) -> None: ...
 
 
 class _Died:
@@ -34,8 +39,8 @@ class _Died:
 
 
 def run_parallel(
-    transport: Transport,
-    op: Callable[[Transport, T], R],
+    transport: Lanes,
+    op: Callable[[Any, T], R],
     items: Iterable[T],
     *,
     lanes: int,
@@ -56,7 +61,7 @@ def run_parallel(
     todo: queue.Queue = queue.Queue(maxsize=2 * len(handles))
     done: queue.Queue = queue.Queue()
 
-    def work(lane: Transport) -> None:
+    def work(lane: Any) -> None:
         while (item := todo.get()) is not _STOP:
             try:
                 result: R | TransportError = op(lane, item)

@@ -301,6 +301,9 @@ class SFTPTransport(Transport):
         self._sftp = self._ssh = self._sock = None
         _close_all(things[2], *things)
 
+    def abort(self) -> None:
+        _shut(self._sock)  # the lanes share this socket: every channel's wait ends
+
     def _client(self, action: str, path: str) -> paramiko.SFTPClient:
         """This handle's SFTP client; fails at once when its channel or the connection is gone."""
         sftp, ssh = self._sftp, self._ssh

@@ -11,8 +11,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import polling, pushing
+from connectors.outbound import pushing
 from orderflow.models import DraftOrder
 
 pytestmark = pytest.mark.usefixtures("sync_tasks")

@@ -29,9 +29,9 @@ from django.utils import timezone
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from connectors.acks import ACK_MAX_BYTES, ACK_MAX_DEPTH, ERP_ORDER_NUMBER_MAX
+from connectors.contract.acks import ACK_MAX_BYTES, ACK_MAX_DEPTH, ERP_ORDER_NUMBER_MAX
+from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import polling
 from orderflow.models import DraftOrder, DraftOrderLine
 
 EXPORTS = 3

@@ -9,7 +9,13 @@ from uuid import UUID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.payloads import NAME_MAX_BYTES, ORDER_NUMBER_MAX, PayloadError, export_filename, sanitize_order_number
+from connectors.contract.payloads import (
+    NAME_MAX_BYTES,
+    ORDER_NUMBER_MAX,
+    PayloadError,
+    export_filename,
+    sanitize_order_number,
+)
 
 ALLOWED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 SHAPE = re.compile(r"(\d{8}T\d{6}Z)_([A-Za-z0-9._-]{1,64})_([A-Za-z0-9._-]{1,64})_([0-9a-f]{8})\.json")

@@ -12,8 +12,15 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from connectors.mapping import MAX_BYTES, MAX_DEPTH, MappingError, apply_mapping, text_problem, validate_mapping
-from connectors.payloads import V1_SHAPE, render
+from connectors.contract.mapping import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MappingError,
+    apply_mapping,
+    text_problem,
+    validate_mapping,
+)
+from connectors.contract.payloads import V1_SHAPE, render
 from tests.test_payloads import SPEC_EXAMPLE
 
 FUZZ = settings(max_examples=300, deadline=None, database=None)

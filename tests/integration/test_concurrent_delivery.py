@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 
 from connectors.models import ERPConnection, ERPExport
-from connectors.services import delivery
+from connectors.outbound import delivery
 
 
 @pytest.mark.parametrize("rounds", [5])

@@ -67,7 +67,7 @@ django.setup()
 from django.core.management import call_command
 
 from connectors.models import ERPConnection
-from connectors.services import polling
+from connectors.inbound import polling
 
 ready, go, mode, *ids = sys.argv[1:]
 ERPConnection.objects.exists()  # connect now, not after the start signal

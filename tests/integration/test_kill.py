@@ -33,8 +33,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery, polling
+from connectors.outbound import delivery
 from connectors.tasks import deliver_all_due
 from orderflow.models import DraftOrder, DraftOrderLine, Organization
 

@@ -231,7 +231,7 @@ def test_a_pushed_demo_draft_is_confirmed_by_the_simulated_erp_within_a_minute(t
     database = tmp_path / "orderflow.sqlite3"
     with supervisor(env, port, log) as proc:
         push = subprocess.run(manage("shell", "-c", (
-            "from connectors.services import pushing; from orderflow.models import DraftOrder; "
+            "from connectors.outbound import pushing; from orderflow.models import DraftOrder; "
             "print(pushing.push_drafts(drafts=DraftOrder.objects.filter(order_number='PO-2026-0042')))")),
             cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
         assert push.returncode == 0 and "done=1" in push.stdout, push.stdout + push.stderr

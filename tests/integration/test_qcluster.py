@@ -22,7 +22,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ, Schedule, Task
 from django_q.tasks import async_task, fetch
 
-from connectors import payloads
+from connectors.contract import payloads
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import names

@@ -24,7 +24,7 @@ from django_q.tasks import async_task
 from pytest_django import Settings
 
 from connectors.models import ERPConnection, ERPExport
-from connectors.schedules import SCHEDULES, ensure_schedules
+from connectors.work.schedules import SCHEDULES, ensure_schedules
 from orderflow.models import DraftOrder, Organization
 from tests.fixtures.dropzones import names
 

@@ -14,8 +14,9 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery, polling, pushing
+from connectors.outbound import delivery, pushing
 from connectors.tasks import deliver_all_due, poll_all_due
 from connectors.transports.local import LocalTransport
 from orderflow.models import DraftOrder
@@ -303,7 +304,7 @@ def test_an_ack_the_database_refuses_is_filed_as_unappliable(local_connection, l
                                                              monkeypatch) -> None:
     from django.db import DatabaseError
 
-    from connectors.services import answers
+    from connectors.inbound import answers
 
     real = answers.lifecycle.transition
 

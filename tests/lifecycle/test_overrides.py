@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connectors.models import ConnectorEvent, ERPExport
-from connectors.services import delivery
+from connectors.outbound import delivery
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import names
 

@@ -38,8 +38,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery, lifecycle, overrides, polling, pushing
+from connectors.outbound import delivery, pushing
+from connectors.services import lifecycle, overrides
 from connectors.transports import ErrorCode, TransportError
 from connectors.transports.local import LocalTransport
 from orderflow.models import DraftOrder, DraftOrderLine, Organization

@@ -8,8 +8,9 @@ import uuid
 import pytest
 from django.utils import timezone
 
+from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery, polling
+from connectors.outbound import delivery
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import Dropzone, names
 

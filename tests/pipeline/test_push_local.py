@@ -11,10 +11,10 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from connectors import payloads
+from connectors.contract import payloads
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery
-from connectors.services.pushing import push_drafts
+from connectors.outbound import delivery
+from connectors.outbound.pushing import push_drafts
 from orderflow.models import DraftOrder
 from tests.fixtures.pipeline import Killed, die_before_recording_deliveries
 

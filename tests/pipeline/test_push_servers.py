@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from connectors import payloads
+from connectors.contract import payloads
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery
+from connectors.outbound import delivery
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import Dropzone, names, repoint
 from tests.fixtures.pipeline import Killed, die_before_recording_deliveries

@@ -9,8 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from connectors.inbound import polling
 from connectors.models import ERPConnection, ERPExport
-from connectors.services import delivery, polling
+from connectors.outbound import delivery
 from orderflow.models import DraftOrder, DraftOrderLine
 
 

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import polling
 from connectors.transports.base import TransportError
 from connectors.transports.local import LocalTransport
 from orderflow.models import DraftOrder
@@ -396,10 +396,10 @@ def test_the_schedule_starts_the_next_task_of_a_short_interval_even_right_after_
     """The task that keeps a 10 s interval lasts 100 s; the schedule firing just after one of its polls (next
     one 9 s away) or during one (claimed) must still start its successor, or polling stops when it ends."""
     from connectors import tasks
-    from connectors.services import pushing
+    from connectors.work import wake
 
     enqueued: list[int] = []
-    monkeypatch.setattr(pushing, "enqueue_poll", lambda pk, **kw: enqueued.append(pk))
+    monkeypatch.setattr(wake, "enqueue_poll", lambda pk, **kw: enqueued.append(pk))
     conn = dropzone.connection
     ERPConnection.objects.filter(pk=conn.pk).update(poll_interval_seconds=10,
                                                     next_poll_at=timezone.now() + timedelta(seconds=9))

@@ -16,8 +16,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connectors import forms as connector_forms
+from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
-from connectors.services import delivery, polling
+from connectors.outbound import delivery
 from tests.fixtures.dropzones import connection_from
 
 PASSWORD = "Leaky-Pw-8d1f3a"

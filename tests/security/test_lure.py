@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connectors.models import ERPConnection, ERPExport
-from connectors.services import delivery
+from connectors.outbound import delivery
 from tests.fixtures.dropzones import connection_from
 
 PASSWORD = "s3cret-ERP-Pw-4711"

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.models import ERPConnection
-from connectors.services import delivery, pushing
+from connectors.outbound import delivery, pushing
 
 
 class Command(BaseCommand):

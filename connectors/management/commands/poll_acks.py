@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from connectors.inbound import polling
 from connectors.models import ERPConnection
-from connectors.services import polling
 
 MAX_RUNS = 1_000  # a backstop: each run handles up to MAX_ACKS_PER_POLL files and says if more wait
 

@@ -29,8 +29,8 @@ import json
 from collections import Counter, deque
 from typing import Any
 
-from connectors.jsontext import nested_deeper_than
-from connectors.payloads import V1_SHAPE
+from connectors.contract.jsontext import nested_deeper_than
+from connectors.contract.payloads import V1_SHAPE
 
 SECTIONS = ("rename", "drop", "add")
 MAX_DEPTH = 16  # the mapping object itself is level 1; a real mapping needs 3 or 4

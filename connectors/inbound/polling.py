@@ -25,15 +25,15 @@ from typing import Any
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from ..acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ack
+from ..contract.acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ack
 from ..models import ConnectorEvent, ERPConnection, ERPExport
+from ..services.events import EventSpec, record_events
+from ..services.lifecycle import AWAITING_ANSWER
 from ..transports import ErrorCode, RemoteFile, Transport, TransportError
-from ..worker_stop import StopCheck, never
+from ..work.leases import Lease, lease_until, new_token
+from ..work.sessions import Session
+from ..work.stop import StopCheck, never
 from .answers import TO_FAILED, Handled, apply_acks
-from .events import EventSpec, record_events
-from .leases import Lease, lease_until, new_token
-from .lifecycle import AWAITING_ANSWER
-from .sessions import Session
 
 MAX_ACKS_PER_POLL = 2000  # one run ends well inside the task timeout; the rest is due again at once
 CHUNK = 100  # acks read, applied (one transaction) and moved together

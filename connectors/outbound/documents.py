@@ -14,10 +14,10 @@ from django.utils import timezone
 
 from orderflow.models import DraftOrder, DraftOrderLine
 
-from .. import payloads
-from ..mapping import MappingError, apply_mapping
+from ..contract import payloads
+from ..contract.mapping import MappingError, apply_mapping
+from ..contract.payloads import PayloadError
 from ..models import ERPConnection
-from ..payloads import PayloadError
 
 _PREFETCHED = "_export_lines"
 

@@ -20,38 +20,17 @@ from django.utils import timezone
 from orderflow.models import DraftOrder
 
 from ..models import ERPConnection, ERPExport
-from . import lifecycle
-from .events import record_event
-
-DELIVER_TASK = "connectors.tasks.deliver_connection"
-
-
-def enqueue_delivery(connection_id: int) -> None:
-    """Ask a worker to deliver this connection's due exports, once the current transaction commits."""
-
-    def send() -> None:
-        from django_q.tasks import async_task
-
-        async_task(DELIVER_TASK, connection_id, task_name=f"deliver connection {connection_id}")
-
-    transaction.on_commit(send)
-
-
-def enqueue_poll(connection_id: int, *, force: bool = False) -> None:
-    """Ask a worker to poll this connection (``force``: due or not), once the current transaction commits."""
-
-    def send() -> None:
-        from django_q.tasks import async_task
-
-        async_task("connectors.tasks.poll_connection", connection_id, force=force,
-                   task_name=f"poll connection {connection_id}")
-
-    transaction.on_commit(send)
+from ..services import lifecycle
+from ..services.events import record_event
+from ..work.wake import enqueue_delivery
 
 
 def push_drafts(*, drafts: Iterable[DraftOrder], actor: str = "") -> lifecycle.PushCounts:
     """Admin "Push to ERP": New, Push failed and Rejected drafts with lines get a new export."""
-    return lifecycle.push(draft_ids=[d.pk for d in drafts], actor=actor)
+    counts = lifecycle.push(draft_ids=[d.pk for d in drafts], actor=actor)
+    for connection_id in sorted(counts.connection_ids):
+        enqueue_delivery(connection_id)
+    return counts
 
 
 def _movable() -> Q:

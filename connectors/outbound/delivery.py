@@ -30,17 +30,17 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from ..mapping import MappingError
+from ..contract.mapping import MappingError
+from ..contract.payloads import PayloadError
 from ..models import ERPConnection, ERPExport
-from ..payloads import PayloadError
+from ..services import lifecycle
+from ..services.lifecycle import Change, Outcome, Verb
+from ..services.rowwrites import update_rows
 from ..transports import ErrorCode, Transport, TransportError
-from ..worker_stop import StopCheck, never
-from . import lifecycle
+from ..work.leases import Lease, lease_until, new_token
+from ..work.sessions import Session
+from ..work.stop import StopCheck, never
 from .documents import build_export_file, prefetch_lines
-from .leases import Lease, lease_until, new_token
-from .lifecycle import Change, Outcome, Verb
-from .rowwrites import update_rows
-from .sessions import Session
 
 BATCH_LIMIT = 200  # exports per run: one run ends well inside the task timeout
 TASK_SECONDS = 50  # a delivery task keeps starting runs this long: within the minute schedule

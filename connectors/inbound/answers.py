@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from django.db import DatabaseError, transaction
 
-from ..acks import Ack
+from ..contract.acks import Ack
 from ..models import ConnectorEvent, ERPConnection, ERPExport
-from . import lifecycle
-from .lifecycle import Outcome, Verb
+from ..services import lifecycle
+from ..services.lifecycle import Outcome, Verb
 
 #: Outcomes whose file goes to the failed dir (the rest go to processed).
 TO_FAILED = frozenset({"malformed", "unmatched", "unappliable", "not_applicable"})
