@@ -241,26 +241,27 @@ class Bench:
         return list(DraftOrder.objects.filter(pk__in=[d.pk for d in drafts]))  # loaded as the admin action would
 
     def deliver_all(self) -> tuple[int, list[str], int]:
-        """What a delivery task does (delivery_runs: runs over one session until nothing is due)."""
+        """What the engine's delivery jobs do for a backlog (jobs.drain_deliveries: slices over one session)."""
         from connectors.models import ERPConnection
-        from connectors.outbound.delivery import delivery_runs
+        from connectors.work.jobs import drain_deliveries
 
         conn = ERPConnection.objects.get(pk=self.conn_id)
         sent, problems, calls = 0, [], 0
-        for report in delivery_runs(connection=conn):
+        for report in drain_deliveries(conn):
             calls += 1
             sent += len(report.sent)
             problems += [*report.failed, *report.retrying]
         return sent, problems, calls
 
     def poll_all(self) -> tuple[Counter[str], str, int]:
-        """What a poll task does (poll_until_next_schedule: polls over one session while files are left)."""
-        from connectors.inbound.polling import poll_until_next_schedule
+        """What the engine's poll jobs do for a backlog (jobs.drain_polls: polls over one session while files are
+        left)."""
         from connectors.models import ERPConnection
+        from connectors.work.jobs import drain_polls
 
         conn = ERPConnection.objects.get(pk=self.conn_id)
         outcomes: Counter[str] = Counter()
-        reports = poll_until_next_schedule(connection=conn, force=True, budget=3600)
+        reports = list(drain_polls(conn))
         if not reports:
             return outcomes, "the connection was claimed by another poller", 0
         for report in reports:

@@ -32,7 +32,7 @@ from .models import ERPConnection, ERPExport
 from .services.connection_test import PinError, pin_host_key, presented_key, test_connection
 from .services.keys import generate_key_pair
 from .services.overrides import failed_exports, retry_exports
-from .work.wake import enqueue_delivery, enqueue_poll
+from .work.wake import deliver_now, poll_now
 
 
 def _connection(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> ERPConnection:
@@ -177,13 +177,15 @@ def answer_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: 
 
 @_post_on_connection(_may("run_now"))
 def run_now_view(model_admin: admin.ModelAdmin, request: HttpRequest, conn: ERPConnection, *, what: str) -> None:
-    """POST (run_now permission): queue a poll or a delivery of this connection now."""
+    """POST (run_now permission): poll this connection now, or deliver its pending exports without waiting for
+    their retry time."""
     if what == "poll":
-        enqueue_poll(conn.pk, force=True)
+        poll_now(conn.pk)
         messages.success(request, f"A poll of {conn} is queued; reload this page in a moment to see its result.")
+    elif count := deliver_now(conn.pk):
+        messages.success(request, f"{count} pending export(s) of {conn} are being delivered now.")
     else:
-        enqueue_delivery(conn.pk)
-        messages.success(request, f"A delivery run of {conn} is queued.")
+        messages.warning(request, f"Nothing to deliver: {conn} has no pending export.")
 
 
 @_post_on_connection(_may("retry_export"))

@@ -86,11 +86,14 @@ class ERPConnection(models.Model):
     last_poll_ok = models.BooleanField(null=True, editable=False)
     last_poll_message = models.TextField(blank=True, editable=False)
     next_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
-    # A poll run claims the connection for a lease, so clusters never poll it at once.
+    # A poll claims the connection for a lease, and so does a delivery slice (docs/work-model.md): at most one
+    # poll and one delivery of a connection are in flight, across every process on every machine.
     poll_claim_token = models.UUIDField(null=True, blank=True, editable=False)
     poll_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
-    # The poll task keeping a short interval (one at a time: a newer one takes over from it).
-    poll_task = models.UUIDField(null=True, blank=True, editable=False)
+    delivery_claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    delivery_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # When a poll last listed the ERP's inbox (our export dir): at most once a minute.
+    inbox_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
     # name -> [size, mtime] of the ack files seen by the previous poll (to spot files still growing).
     ack_listing = models.JSONField(default=dict, blank=True, editable=False)
     # Health, as the pipeline last saw it: failed polls in a row, the code of the last fault ("" once an
@@ -314,6 +317,31 @@ class ERPExport(models.Model):
     @property
     def is_ack_overdue(self) -> bool:
         return self.status == self.Status.SENT and bool(self.sent_at) and self.sent_at < ack_overdue_cutoff()
+
+
+class EngineProcess(models.Model):
+    """One running dropzone engine (a ``qcluster`` process, docs/work-model.md): its heartbeat and its tallies.
+
+    Written by the engine itself every few seconds; the admin's home page and the health checks read it.
+    """
+
+    name = models.CharField(max_length=200, unique=True)  # host:pid
+    host = models.CharField(max_length=150)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    sessions = models.PositiveIntegerField(help_text="partner jobs it may run at once (CONNECTOR_SESSIONS)")
+    busy = models.PositiveIntegerField(default=0, help_text="partner jobs in flight at its last heartbeat")
+    polls = models.PositiveIntegerField(default=0)
+    deliveries = models.PositiveIntegerField(default=0)
+    cut_off = models.PositiveIntegerField(default=0, help_text="jobs cut off for exceeding their budget")
+
+    class Meta:
+        ordering = ["-seen_at"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class ConnectorEvent(models.Model):

@@ -27,8 +27,7 @@ def push_on_approval(sender: type, instance: DraftOrder, update_fields: Any = No
         return
     if update_fields is not None and "status" not in update_fields:
         return
-    for connection_id in lifecycle.approve_saved(draft_id=instance.pk).connection_ids:
-        wake.enqueue_delivery(connection_id)
+    wake.deliver_soon(lifecycle.approve_saved(draft_id=instance.pk).connection_ids)
 
 
 @receiver(post_save, sender=ERPConnection)

@@ -6,7 +6,8 @@ is kept; only a development one (``ORDERFLOW_ENV=dev``) that lacks a key gets a 
 appended.  ``ORDERFLOW_ENV_FILE`` names another file, as it does for the settings.
 
 ``python -m orderflow.devenv serve 127.0.0.1:8000`` is `make run`'s foreground process (:func:`serve`):
-``runserver`` and ``qcluster`` as its children, and one Ctrl-C stops both, quietly, with exit status 0.
+``runserver``, ``qcluster`` and the demo's simulated ERP (``simulate_erp --demo``) as its children, and one
+Ctrl-C stops them all, quietly, within a few seconds, with exit status 0.
 
 This module also names the repository's public keys: the fallbacks that only
 ``ORDERFLOW_ENV=test`` may use.  Settings refuse them everywhere else.
@@ -165,9 +166,12 @@ def _child_setup(*, ignore_sigint: bool) -> Callable[[], None]:
     return setup
 
 
-def _start(argv: list[str], env: dict[str, str], *, ignore_sigint: bool = False) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], env: dict[str, str], *, ignore_sigint: bool = False,
+           quiet: bool = False) -> subprocess.Popen[bytes]:
     # A process group each: a terminal's Ctrl-C never reaches them directly; we decide how each one stops.
+    # quiet: the demo ERP prints a line per pass; its answers show in the admin instead.
     return subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, process_group=0,
+                            stdout=subprocess.DEVNULL if quiet else None,
                             preexec_fn=_child_setup(ignore_sigint=ignore_sigint))
 
 
@@ -194,16 +198,18 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], deadline: float, *, requests
     return True
 
 
-def _stop(web: subprocess.Popen[bytes], cluster: subprocess.Popen[bytes]) -> str:
-    """Stop both children: "" if they stopped by themselves, else why the rest was killed."""
+def _stop(web: subprocess.Popen[bytes], cluster: subprocess.Popen[bytes], erp: subprocess.Popen[bytes]) -> str:
+    """Stop every child: "" if they stopped by themselves, else why the rest was killed."""
     requests = _Stop.requests
-    _signal_group(web, signal.SIGTERM)  # runserver holds nothing that needs a graceful stop
-    _signal_group(cluster, signal.SIGINT)  # what a terminal's Ctrl-C would send: tasks end, then the cluster
+    for proc in (web, erp):
+        _signal_group(proc, signal.SIGTERM)  # neither holds anything that needs a graceful stop
+    _signal_group(cluster, signal.SIGINT)  # what a terminal's Ctrl-C would send: the engine and tasks end
     started = time.monotonic()
     if not _wait_all([cluster], started + NUDGE_AFTER, requests=requests) and cluster.poll() is None:
         cluster.send_signal(signal.SIGTERM)  # the cluster's main process only; it ignored SIGINT while starting
-    clean = _wait_all([web, cluster], started + GRACE, requests=requests)  # a second Ctrl-C: kill at once
-    for proc in (web, cluster):
+    procs = [web, cluster, erp]
+    clean = _wait_all(procs, started + GRACE, requests=requests)  # a second Ctrl-C: kill at once
+    for proc in procs:
         _signal_group(proc, signal.SIGKILL)  # whatever is left in their groups (nothing, after a clean stop)
         proc.wait()
     if clean:
@@ -212,7 +218,8 @@ def _stop(web: subprocess.Popen[bytes], cluster: subprocess.Popen[bytes]) -> str
 
 
 def serve(address: str) -> int:
-    """Run ``runserver ADDRESS`` and ``qcluster`` until Ctrl-C (exit status 0) or until one of them exits."""
+    """Run ``runserver ADDRESS``, ``qcluster`` and the demo ERP until Ctrl-C (exit status 0) or until the web
+    server or the cluster exits."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, _Stop.request)
     signal.signal(signal.SIGTSTP, signal.SIG_IGN)  # stopped, we could not hand the terminal back to the shell
@@ -222,21 +229,25 @@ def serve(address: str) -> int:
     try:
         web = _start([*manage, "runserver", address, "--noreload"], dict(os.environ))
         cluster = _start([*manage, "qcluster"], cluster_env, ignore_sigint=True)
-        names = {web.pid: "The web server", cluster.pid: "The task cluster"}
+        # The demo's ERP answers its dropzone every 2 s, as a process of its own like a real ERP.
+        erp = _start([*manage, "simulate_erp", "--demo", "--interval", "2"],
+                     {**cluster_env, "PYTHONUNBUFFERED": "1"}, quiet=True)
+        names = {web.pid: "The web server", cluster.pid: "The task cluster", erp.pid: "The demo ERP"}
         status = 0
         while not _Stop.requests:
             exited = next((p for p in (web, cluster) if p.poll() is not None), None)
             if exited is not None:
                 code = exited.returncode
                 status = 128 - code if code < 0 else code or 1
-                _say(f"{names[exited.pid]} exited with status {code}; stopping the other.")
+                _say(f"{names[exited.pid]} exited with status {code}; stopping the others.")
                 break
             time.sleep(0.2)
-        why = _stop(web, cluster)
+        why = _stop(web, cluster, erp)
         if not why:
             _say("Stopped the web server and the task cluster." if not status else "Stopped.")
         else:
-            killed = " and ".join(names[p.pid].lower() for p in (web, cluster) if p.returncode == -signal.SIGKILL)
+            killed = " and ".join(names[p.pid].lower() for p in (web, cluster, erp)
+                                  if p.returncode == -signal.SIGKILL)
             _say(f"Killed {killed or 'what was left of them'} ({why}).")
         return status
     finally:

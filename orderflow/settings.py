@@ -136,9 +136,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_q",
     "orderflow.apps.OrderflowConfig",
+    # Before django_q: its `qcluster` command is the connector's (it runs django-q2's cluster and the dropzone
+    # engine, docs/work-model.md), as staticfiles' `runserver` is Django's.
     "connectors.apps.ConnectorsConfig",
+    "django_q",
 ]
 
 MIDDLEWARE = [
@@ -252,8 +254,20 @@ ACK_OVERDUE_AFTER_MINUTES: int = env.int("ACK_OVERDUE_AFTER_MINUTES", default=60
 # Connector events older than this are deleted by a daily schedule.
 EVENT_RETENTION_DAYS: int = env.int("EVENT_RETENTION_DAYS", default=90)
 # Deliveries and polls claim their rows for this long and renew the claim while they work; work held
-# by a killed worker is picked up by the next every-minute schedule once it expires.
-CLAIM_LEASE_SECONDS: int = env.int("CLAIM_LEASE_SECONDS", default=60)
+# by a killed process is taken over by any engine once it expires.
+CLAIM_LEASE_SECONDS: int = max(5, env.int("CLAIM_LEASE_SECONDS", default=60))
+
+# -- The dropzone engine in each qcluster process (docs/work-model.md) ----------------------------------
+# Partner jobs (a poll or a delivery slice of one connection) in flight at once per process; each holds one
+# database connection while it runs.  0: this process runs django-q2's workers only.
+CONNECTOR_SESSIONS: int = max(0, env.int("CONNECTOR_SESSIONS", default=16))
+# The wall-clock budget of one job: a partner still busy after it is cut off (and backs off).
+CONNECTOR_JOB_SECONDS: float = max(5.0, env.float("CONNECTOR_JOB_SECONDS", default=60.0))
+# How often the engine looks for due work (it also looks as soon as a job ends).
+CONNECTOR_TICK_SECONDS: float = min(5.0, max(0.05, env.float("CONNECTOR_TICK_SECONDS", default=0.5)))
+# Partner sessions kept open between jobs, for connections polled at least every KEEP_SESSION_SECONDS.
+CONNECTOR_IDLE_SESSIONS: int = max(0, env.int("CONNECTOR_IDLE_SESSIONS", default=64))
+CONNECTOR_KEEP_SESSION_SECONDS: int = max(0, env.int("CONNECTOR_KEEP_SESSION_SECONDS", default=30))
 # Error pages and mails hide sensitive POST fields (sensitive_post_parameters) and settings even with DEBUG on.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "orderflow.debug.AlwaysSafeExceptionReporterFilter"
 

@@ -259,6 +259,9 @@ def test_files_left_in_the_erps_inbox_alert_once_and_resolve_when_the_erp_takes_
     assert run() == []
 
     (local_dropzone / "inbound" / export.filename).unlink()  # the ERP imports it
+    poll(local_connection)  # polls look at the inbox once a minute, not every time
+    assert run() == []
+    set_conn(local_connection, inbox_checked_at=timezone.now() - timedelta(minutes=1))
     poll(local_connection)
     assert_resolved(run(), "the ERP stopped consuming files")
     assert run() == []

@@ -40,8 +40,8 @@ def rolled_back() -> Iterator[Apps]:
 
 
 def test_archived_files_move_into_their_rows_and_back(
-    rolled_back: Apps, make_draft: Callable[..., DraftOrder], local_connection: ERPConnection,
-    local_dropzone: Path, capsys: pytest.CaptureFixture[str],
+    local_connection: ERPConnection, local_dropzone: Path,  # made with today's schema, before the roll-back
+    rolled_back: Apps, make_draft: Callable[..., DraftOrder], capsys: pytest.CaptureFixture[str],
 ) -> None:
     old_export = rolled_back.get_model("connectors", "ERPExport")
     raw = b'{"export_id": "archived"}\n'

@@ -10,6 +10,9 @@ duplicate: nothing is applied twice.
 
 A file is read only once our own observations show it unchanged (size and
 mtime) for ``min_ack_age_seconds`` by our clock; server clocks never matter.
+A poll never waits for a file to age: it sets the connection's next poll to
+the moment the file will be old enough (docs/work-model.md), and the engine
+polls it again then.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
@@ -30,25 +33,19 @@ from ..models import ConnectorEvent, ERPConnection, ERPExport
 from ..services.events import EventSpec, record_events
 from ..services.lifecycle import AWAITING_ANSWER
 from ..transports import ErrorCode, RemoteFile, Transport, TransportError
-from ..work.leases import Lease, lease_until, new_token
+from ..work.budget import Budget, StopCheck, cut_off_error, never
+from ..work.claims import Kind, claim, unclaimed
+from ..work.leases import Lease
 from ..work.sessions import Session
-from ..work.stop import StopCheck, never
 from .answers import TO_FAILED, Handled, apply_acks
 
-MAX_ACKS_PER_POLL = 2000  # one run ends well inside the task timeout; the rest is due again at once
+MAX_ACKS_PER_POLL = 2000  # one run ends well inside its budget; the rest is due again at once
 CHUNK = 100  # acks read, applied (one transaction) and moved together
-RECHECK_MAX_SECONDS = 15  # new files that will be old enough this soon are re-checked within the run
-SCHEDULE_JITTER_SECONDS = 5  # a connection due this soon polls on this schedule run, not the next
-# A poll task with a short interval keeps polling this long.  django-q2 looks at its schedules every 30 s, so
-# the every-minute schedule fires 30 to 90 s apart: a task must outlast that or polls stop in between.  Two
-# tasks that overlap are safe: each poll claims the connection, and the older task ends (the newer one took over).
-POLL_TASK_SECONDS = 100
-# Intervals below this are kept by poll tasks (above); the schedule starts a new one on every firing.
-SHORT_INTERVAL_SECONDS = 60
-INBOX_LOOK_SECONDS = 60  # a poll task lists the ERP's inbox (our export dir) at most this often
+RECHECK_MIN_SECONDS = 1.0  # a file that will be old enough sooner is looked at again after this long
+INBOX_LOOK_SECONDS = 60  # a connection's inbox (our export dir) is listed at most this often
+BACKOFF_MAX_SECONDS = 900  # failed polls back off (interval x 2^n) up to this, or the interval if longer
 # Our clock for readiness (a seam for tests: waiting a minimum age for real would make them slow).
 _clock: Callable[[], float] = time.time
-_sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass
@@ -57,7 +54,8 @@ class PollReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     error: str = ""
     code: str = ""  # the fault's ErrorCode when the poll failed
-    more: bool = False  # files were left for the next run by MAX_ACKS_PER_POLL
+    more: bool = False  # files were left for the next run (MAX_ACKS_PER_POLL, or the job's slice ran out)
+    ready_in: float | None = None  # a file seen waiting will be old enough in this many seconds
     inbox: dict[str, float] | None = None  # our files still in the ERP's inbox -> first seen (our clock)
 
     def count(self, outcome: str, n: int = 1) -> None:
@@ -83,34 +81,22 @@ def pollable() -> QuerySet[ERPConnection]:
     return ERPConnection.objects.filter(Q(is_active=True) | awaiting_answers())
 
 
-def due_connections() -> QuerySet[ERPConnection]:
-    now = timezone.now()
-    soon = now + timedelta(seconds=SCHEDULE_JITTER_SECONDS)
-    return pollable().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=soon)).filter(
-        Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now))
-
-
-def connections_to_poll() -> QuerySet[ERPConnection]:
-    """What the every-minute schedule starts a poll task for: the due connections, and every connection with a
-    short interval, due or not, claimed or not (its running task hands over to the new one: no gap when it ends).
-    """
-    return pollable().filter(Q(pk__in=due_connections().values("pk"))
-                             | Q(poll_interval_seconds__lt=SHORT_INTERVAL_SECONDS))
+def due_connections(now: datetime | None = None) -> QuerySet[ERPConnection]:
+    """Pollable connections whose next poll has come (measured from their own last poll) and nobody polls."""
+    now = now or timezone.now()
+    return pollable().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now)).filter(
+        unclaimed(Kind.POLL, now))
 
 
 def claim_connection(*, connection_id: int, force: bool = False) -> uuid.UUID | None:
     """Claim a connection whose poll is due (``force``: any connection, due or not); None if someone has it."""
     now = timezone.now()
-    token = new_token()
-    unclaimed = Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now)
     if force:
         ids = [connection_id]
     else:
-        ids = list(due_connections().filter(pk=connection_id).values_list("pk", flat=True))
-    # The UPDATE re-checks the claim on the row itself (no join), so two pollers never both win.
-    claimed = ERPConnection.objects.filter(unclaimed, pk__in=ids).update(
-        poll_claim_token=token, poll_claimed_until=lease_until(now))
-    return token if claimed else None
+        ids = list(due_connections(now).filter(pk=connection_id).values_list("pk", flat=True))
+    token, won = claim(Kind.POLL, ids, now=now)
+    return token if won else None
 
 
 class _Observations:
@@ -144,25 +130,21 @@ def _read(directory: str) -> Callable[[Transport, list[RemoteFile]], list[bytes 
 
 
 class _Poll:
-    """One poll run of one connection over one open transport."""
+    """One poll run of one connection over one open session."""
 
-    def __init__(self, conn: ERPConnection, transport: Transport, report: PollReport, lease: Lease,
+    def __init__(self, conn: ERPConnection, session: Session, report: PollReport, lease: Lease,
                  should_stop: StopCheck = never, look_at_inbox: bool = True) -> None:
-        self.conn, self.transport, self.report, self.lease = conn, transport, report, lease
+        self.conn, self.session, self.report, self.lease = conn, session, report, lease
+        self.transport = session.transport()
         self.should_stop, self.look_at_inbox = should_stop, look_at_inbox
         self.seen = _Observations(conn.ack_listing, conn.min_ack_age_seconds)
         self.gone: set[str] = set()  # handled (moved) this run
-        self.budget = MAX_ACKS_PER_POLL
-        self.waiting: set[str] = set()  # seen in the last pass, not ready yet
+        self.waiting: set[str] = set()  # seen, not ready yet
 
     def run(self) -> dict[str, list]:
         if self.look_at_inbox:
             self._look_at_inbox()
-        wait = self._pass()
-        if wait is not None and wait <= RECHECK_MAX_SECONDS and self.budget:
-            self._sleep(wait)  # new files become old enough soon: read them in this poll, not the next
-            if not self.should_stop():
-                self._pass()
+        self.report.ready_in = self._pass()
         if self.waiting:
             self.report.count("waiting", len(self.waiting))  # not yet unchanged long enough by our clock
         return {n: v for n, v in self.seen.current.items() if n not in self.gone}
@@ -174,12 +156,6 @@ class _Poll:
                  if f.name.endswith(".json") and not f.name.startswith(".") and not f.name.endswith(suffix)]
         self.report.inbox = {name: seen.get(name, now) for name in names}
 
-    def _sleep(self, seconds: float) -> None:
-        deadline = _clock() + seconds
-        while (left := deadline - _clock()) > 0 and not self.should_stop():
-            _sleep(min(left, 1.0))
-            self._keep()
-
     def _keep(self) -> None:
         if not self.lease.keep():
             raise TransportError("the poll outlived its claim and another poller took over; stopped",
@@ -190,7 +166,6 @@ class _Poll:
         listing = [f for f in self.transport.list_dir(self.conn.ack_path) if classify_name(f.name)]
         now = _clock()
         ready, soonest = [], None
-        self.waiting = set()
         for item in sorted(listing, key=lambda f: f.name):
             if item.name in self.gone:
                 continue
@@ -201,10 +176,14 @@ class _Poll:
                 self.waiting.add(item.name)
                 soonest = ready_at - now if soonest is None else min(soonest, ready_at - now)
         self._note_changes()
-        if len(ready) > self.budget:
-            ready, self.report.more = ready[:self.budget], True
-        self.budget -= len(ready)
+        if len(ready) > MAX_ACKS_PER_POLL:
+            ready, self.report.more = ready[:MAX_ACKS_PER_POLL], True
+        if ready:
+            self.session.ensure_dirs(self.conn.effective_processed_path, self.conn.effective_failed_path)
         for start in range(0, len(ready), CHUNK):
+            if start and self.should_stop():  # the job's slice is spent: the rest in its next turn
+                self.report.more = True
+                break
             self._keep()
             self._chunk(ready[start:start + CHUNK])
         return soonest
@@ -285,53 +264,80 @@ class _Poll:
         record_events(events)
 
 
-def poll_connection(*, connection: ERPConnection, force: bool = False, session: Session | None = None,
-                    should_stop: StopCheck = never, look_at_inbox: bool = True) -> PollReport | None:
+def poll_connection(*, connection: ERPConnection, force: bool = False, token: uuid.UUID | None = None,
+                    session: Session | None = None, budget: Budget | None = None,
+                    should_stop: StopCheck = never) -> PollReport | None:
     """One poll of one connection over one open transport (``session``'s, or its own).
 
-    None when it is not due or someone else polls it.  ``should_stop`` cuts short its wait for new
-    files to become old enough (they are read by the next poll).  ``look_at_inbox``: also list our
-    export dir for files the ERP has not taken (the "stopped consuming" alert).
+    ``token``: the engine claimed the connection already (else this claims it, and returns None when it is not
+    due, or ``force`` is off and someone else polls it).  ``budget``: its wall-clock budget; past it the
+    connection is cut and the poll recorded as cut off.  The poll starts no new chunk of files once
+    ``should_stop()`` or the budget's slice says so (the rest is due again at once).  The inbox (our export
+    dir, for the "stopped consuming" alert) is listed at most once a minute.
     """
-    token = claim_connection(connection_id=connection.pk, force=force)
+    token = token or claim_connection(connection_id=connection.pk, force=force)
     if token is None:
         return None
     started = timezone.now()
     connection.refresh_from_db()
     report = PollReport(connection=str(connection))
     listing = connection.ack_listing
+    look = connection.inbox_checked_at is None or (started - connection.inbox_checked_at).total_seconds() >= \
+        INBOX_LOOK_SECONDS
     lease = Lease(ERPConnection.objects.filter(pk=connection.pk, poll_claim_token=token),
                   until_field="poll_claimed_until", token=token)
     own = session is None
     session = session or Session(connection)
+    stop = should_stop if budget is None else (lambda: should_stop() or budget.slice_over())
     try:
-        transport = session.transport()
-        for path in (connection.effective_processed_path, connection.effective_failed_path):
-            transport.makedirs(path)
-        listing = _Poll(connection, transport, report, lease, should_stop, look_at_inbox).run()
+        with budget.cutting(session.abort) if budget else nullcontext():
+            listing = _Poll(connection, session, report, lease, stop, look).run()
     except Exception as err:
         session.drop()
         report.error = err.message if isinstance(err, TransportError) else f"{type(err).__name__}: {err}"
         report.code = str(err.code) if isinstance(err, TransportError) else "internal"
-        if not isinstance(err, TransportError):
-            raise  # recorded below as a failed poll; django-q shows the traceback
+        if budget is not None and budget.cut_off.is_set():
+            cut = cut_off_error(budget, "poll", TransportError(report.error))
+            report.error, report.code = cut.message, cut.code
+        elif not isinstance(err, TransportError):
+            raise  # recorded below as a failed poll; the engine logs the traceback
     finally:
         if own:
             session.close()
-        _finish(connection, token, report, listing, started)
+        _finish(connection, token, report, listing, started, looked=look)
     return report
 
 
-def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: dict, started: Any) -> None:
+def next_poll_at(conn: ERPConnection, report: PollReport, *, started: datetime, now: datetime) -> datetime:
+    """When the connection is due again: its interval after this poll started, measured from its own poll and
+    never aligned to anything else; sooner when a file will be ready sooner or files were left; later (backing
+    off) while polls fail."""
+    interval = conn.poll_interval_seconds
+    if report.error:
+        failures = conn.poll_failures + 1
+        wait = min(interval * 2 ** (failures - 1), max(interval, BACKOFF_MAX_SECONDS))
+        return now + timedelta(seconds=wait)
+    if report.more:
+        return now
+    due = started + timedelta(seconds=interval)
+    if report.ready_in is not None:
+        due = min(due, now + timedelta(seconds=max(report.ready_in, RECHECK_MIN_SECONDS)))
+    return due
+
+
+def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: dict, started: datetime, *,
+            looked: bool) -> None:
     now = timezone.now()
-    next_poll = now if report.more else started + timedelta(seconds=conn.poll_interval_seconds)
     health: dict[str, Any] = {"poll_failures": F("poll_failures") + 1 if report.error else 0,
                               "last_error_code": report.code}
     if report.inbox is not None:
         health["inbox_seen"] = report.inbox
+    if looked and not report.error:
+        health["inbox_checked_at"] = now
     ERPConnection.objects.filter(pk=conn.pk, poll_claim_token=token).update(
         last_poll_at=now, last_poll_ok=not report.error, last_poll_message=str(report)[:2000], ack_listing=listing,
-        next_poll_at=next_poll, poll_claim_token=None, poll_claimed_until=None, **health,
+        next_poll_at=next_poll_at(conn, report, started=started, now=now), poll_claim_token=None,
+        poll_claimed_until=None, **health,
     )
     if report.error:
         record_events([EventSpec(kind="poll_failed", connection_id=conn.pk, level=ConnectorEvent.Level.ERROR,
@@ -340,67 +346,3 @@ def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: 
     elif report.handled:
         record_events([EventSpec(kind="poll_done", connection_id=conn.pk, message=str(report),
                                  details={"outcomes": report.outcomes})])
-
-
-def poll_until_next_schedule(*, connection: ERPConnection, force: bool = False, budget: float = POLL_TASK_SECONDS,
-                             should_stop: StopCheck = never) -> list[PollReport]:
-    """Poll now, and again each time the connection's interval passes, while the next run fits in ``budget``.
-
-    The schedule runs every minute (30 to 90 s apart); a connection polled
-    every 10 s is polled by one task at a time, which hands over to the
-    next task the schedule starts (it marks the connection as its own).
-    Each poll claims the connection again, so any number of clusters stay
-    safe.  With an interval of a minute or more one poll is done (more only
-    while files are left).  ``should_stop`` ends it at its next pause (Ctrl-C).
-    """
-    ends = time.monotonic() + budget
-    mine = new_token()
-    ERPConnection.objects.filter(pk=connection.pk).update(poll_task=mine)
-    with Session(connection) as session:  # one login for every poll of this task
-        return _poll_again_and_again(connection, force, ends, session, mine, should_stop)
-
-
-def _poll_again_and_again(connection: ERPConnection, force: bool, ends: float, session: Session,
-                          mine: uuid.UUID, should_stop: StopCheck) -> list[PollReport]:
-    reports: list[PollReport] = []
-    looked_at: float | None = None  # the inbox: once a minute is plenty for an alert counted in minutes
-
-    def done() -> bool:
-        """Asked to stop (Ctrl-C), or a newer task keeps the connection now: end within a second, so two
-        tasks never hold two workers (a poll waiting for new files to age would also hold its claim)."""
-        return should_stop() or not ERPConnection.objects.filter(pk=connection.pk, poll_task=mine).exists()
-
-    while True:
-        # None: not due, or taken
-        look = looked_at is None or time.monotonic() - looked_at >= INBOX_LOOK_SECONDS
-        report = poll_connection(connection=connection, force=force, session=session, should_stop=done,
-                                 look_at_inbox=look)
-        if look and report is not None:
-            looked_at = time.monotonic()
-        force = False
-        if report is not None:
-            reports.append(report)
-        connection.refresh_from_db(fields=["poll_interval_seconds", "next_poll_at", "is_active"])
-        more = report is not None and report.more
-        if report is not None and report.error:
-            break  # the dropzone fails: the schedule tries again
-        if connection.poll_interval_seconds >= SHORT_INTERVAL_SECONDS and not more:
-            break  # one poll a run (more only while files are left)
-        due = connection.next_poll_at
-        wait = max((due - timezone.now()).total_seconds(), 0) if due else 0
-        if report is None:
-            wait = wait or 1.0  # someone else is polling it right now: look again in a moment
-        if time.monotonic() + wait > ends:
-            break
-        if not _pause(wait, done):
-            break  # asked to stop (Ctrl-C: the cluster waits for this task), or a newer task took over
-    return reports
-
-
-def _pause(seconds: float, should_stop: StopCheck) -> bool:
-    """Sleep in steps of at most a second; False as soon as a stop is asked for."""
-    while seconds > 0 and not should_stop():
-        step = min(seconds, 1.0)
-        _sleep(step)
-        seconds -= step
-    return not should_stop()

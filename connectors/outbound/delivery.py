@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -37,9 +37,9 @@ from ..services import lifecycle
 from ..services.lifecycle import Change, Outcome, Verb
 from ..services.rowwrites import update_rows
 from ..transports import ErrorCode, Transport, TransportError
+from ..work.budget import Budget, cut_off_error
 from ..work.leases import Lease, lease_until, new_token
 from ..work.sessions import Session
-from ..work.stop import StopCheck, never
 from .documents import build_export_file, prefetch_lines
 
 BATCH_LIMIT = 200  # exports per run: one run ends well inside the task timeout
@@ -82,12 +82,12 @@ def _unclaimed_and_due(now: datetime) -> Q:
             & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)))
 
 
-def due_exports() -> QuerySet[ERPExport]:
+def due_exports(now: datetime | None = None) -> QuerySet[ERPExport]:
     """PENDING exports of active connections whose time has come and that nobody holds.
 
     A deactivated connection's exports wait (with their frozen file) until it is active again.
     """
-    return ERPExport.objects.filter(_unclaimed_and_due(timezone.now()), connection__is_active=True)
+    return ERPExport.objects.filter(_unclaimed_and_due(now or timezone.now()), connection__is_active=True)
 
 
 def claim_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT) -> list[ERPExport]:
@@ -243,8 +243,10 @@ def _upload(directory: str) -> Callable[[Transport, list[Frozen]], list[str | Tr
 
 
 def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT,
-                        session: Session | None = None) -> DeliveryReport:
-    """One delivery run for one connection over one open transport (``session``'s, or its own).
+                        session: Session | None = None, budget: Budget | None = None) -> DeliveryReport:
+    """One delivery run (a slice of up to ``limit`` exports) for one connection over one open transport
+    (``session``'s, or its own).  ``budget``: its wall-clock budget; past it the connection is cut and the
+    exports not yet delivered are retried later, recorded as cut off.
 
     Never raises TransportError.
     """
@@ -266,33 +268,23 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT,
 
     own = session is None
     session = session or Session(connection)
-    session_faulty = False
     try:
-        transport = session.transport()
-        uploads = transport.parallel_batches(_upload(connection.export_path), files(), size=transport.put_batch_size)
-        with closing(uploads) as results:
-            for result in results:
-                if result is not None:
-                    (export, _data), outcome = result
-                    if isinstance(outcome, TransportError):
-                        run.fault(export, outcome.message, permanent=outcome.permanent, code=outcome.code)
-                        if not outcome.permanent:
-                            session_faulty = True
-                    else:
-                        run.sent(export, outcome)
-                elif not run.lease.keep():
-                    break
-                run.flush_if_due()
-        if session_faulty:
+        with budget.cutting(session.abort) if budget else nullcontext():
+            _upload_all(session, run, files(), budget)
+        if session.faulted:
             session.drop()  # a fault that may heal: the next run starts on a fresh connection
+        if budget is not None and budget.cut_off.is_set():
+            ERPConnection.objects.filter(pk=connection.pk).update(last_error_code=ErrorCode.OVER_BUDGET)
     except TransportError as err:  # the connection itself failed: every export not yet recorded shares it
         session.drop()
+        if budget is not None and budget.cut_off.is_set():
+            err = cut_off_error(budget, "delivery", err)
         for export in claimed:
             if export.pk not in run.recorded:
                 run.fault(export, err.message, permanent=err.permanent, code=err.code)
         ERPConnection.objects.filter(pk=connection.pk).update(last_error_code=err.code)
     else:
-        if report.sent or run.buffer.get(Verb.DELIVERED):
+        if (report.sent or run.buffer.get(Verb.DELIVERED)) and not (budget and budget.cut_off.is_set()):
             ERPConnection.objects.filter(pk=connection.pk).exclude(last_error_code="").update(last_error_code="")
     finally:
         if own:
@@ -301,17 +293,22 @@ def deliver_due_exports(*, connection: ERPConnection, limit: int = BATCH_LIMIT,
     return report
 
 
-def delivery_runs(*, connection: ERPConnection, budget: float | None = None,
-                  should_stop: StopCheck = never) -> Iterator[DeliveryReport]:
-    """Bounded runs one after the other until nothing is due (or ``budget`` seconds have passed): a drain.
-
-    Exports that met a fault are due again only after their back-off, so this ends.  ``should_stop``
-    (Ctrl-C) ends it after the run in progress.
-    """
-    ends = None if budget is None else time.monotonic() + budget
-    with Session(connection) as session:  # one login for all the runs
-        while (ends is None or time.monotonic() < ends) and not should_stop():
-            report = deliver_due_exports(connection=connection, session=session)
-            if not report.handled:
-                return
-            yield report
+def _upload_all(session: Session, run: _Run, files: Iterator[Frozen], budget: Budget | None) -> None:
+    """Upload over the lanes, recording each outcome as it comes; a fault that may heal marks the session."""
+    transport = session.transport()
+    uploads = transport.parallel_batches(_upload(run.connection.export_path), files, size=transport.put_batch_size)
+    with closing(uploads) as results:
+        for result in results:
+            if result is not None:
+                (export, _data), outcome = result
+                if isinstance(outcome, TransportError):
+                    if budget is not None and budget.cut_off.is_set():
+                        outcome = cut_off_error(budget, "delivery", outcome)
+                    run.fault(export, outcome.message, permanent=outcome.permanent, code=outcome.code)
+                    if not outcome.permanent:
+                        session.faulted = True
+                else:
+                    run.sent(export, outcome)
+            elif not run.lease.keep():
+                break
+            run.flush_if_due()

@@ -22,14 +22,13 @@ from orderflow.models import DraftOrder
 from ..models import ERPConnection, ERPExport
 from ..services import lifecycle
 from ..services.events import record_event
-from ..work.wake import enqueue_delivery
+from ..work.wake import deliver_soon
 
 
 def push_drafts(*, drafts: Iterable[DraftOrder], actor: str = "") -> lifecycle.PushCounts:
     """Admin "Push to ERP": New, Push failed and Rejected drafts with lines get a new export."""
     counts = lifecycle.push(draft_ids=[d.pk for d in drafts], actor=actor)
-    for connection_id in sorted(counts.connection_ids):
-        enqueue_delivery(connection_id)
+    deliver_soon(counts.connection_ids)
     return counts
 
 
@@ -40,11 +39,8 @@ def _movable() -> Q:
 
 
 @transaction.atomic
-def attach_waiting_exports(*, connection: ERPConnection, enqueue: bool = True) -> int:
-    """Give the organization's untried PENDING exports to this (active) connection.
-
-    ``enqueue=False`` for callers that enqueue every due connection themselves (the schedule).
-    """
+def attach_waiting_exports(*, connection: ERPConnection) -> int:
+    """Give the organization's untried PENDING exports to this (active) connection; they are due at once."""
     if not connection.is_active:
         return 0
     ids = list(ERPExport.objects.filter(_movable(), draft__organization_id=connection.organization_id)
@@ -57,8 +53,7 @@ def attach_waiting_exports(*, connection: ERPConnection, enqueue: bool = True) -
     if attached:
         record_event(kind="exports_attached", connection=connection,
                      message=f"{attached} waiting export(s) attached to {connection.name}")
-        if enqueue:
-            enqueue_delivery(connection.pk)
+        deliver_soon([connection.pk])
     return attached
 
 

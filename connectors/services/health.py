@@ -78,10 +78,12 @@ def _status(conn: ERPConnection, h: Health) -> str:
     if not conn.is_active:
         return "draining" if h.awaiting else "inactive"
     degraded = [
+        (code == ErrorCode.OVER_BUDGET, "cut off: the server did not finish its last job within its time budget "
+                                        "(slow or stuck); it is tried again later"),
         (h.failed, f"{h.failed} export(s) failed for good"),
         (h.retrying, f"{h.retrying} export(s) being retried"),
         (h.overdue, f"{h.overdue} export(s) without an ack after {settings.ACK_OVERDUE_AFTER_MINUTES} min"),
-        (conn.poll_failures, "the last poll failed"),
+        (conn.poll_failures and code != ErrorCode.OVER_BUDGET, "the last poll failed"),
         (h.stale_inbox, f"the ERP left {h.stale_inbox} of our file(s) in its inbox for over "
                         f"{stale_minutes()} min"),
     ]

@@ -17,7 +17,7 @@ from ..contract.acks import ERP_ORDER_NUMBER_MAX
 from ..models import ERPExport
 from ..transports import TransportError, get_transport
 from ..work.leases import lease_until, new_token
-from ..work.wake import enqueue_delivery
+from ..work.wake import deliver_soon
 from . import lifecycle
 from .lifecycle import Change, Outcome, Verb
 
@@ -70,7 +70,7 @@ def retry_exports(*, exports: Iterable[ERPExport], actor: str) -> Counts:
     results = lifecycle.transition(Verb.RETRY, changes, actor=actor, kind="delivery_retry_requested")
     for export, result in zip(exports, results, strict=True):
         if result.ok and export.connection_id is not None:
-            enqueue_delivery(export.connection_id)
+            deliver_soon([export.connection_id])
     return Counts().tally(results)
 
 

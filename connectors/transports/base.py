@@ -137,6 +137,17 @@ class Transport(ABC):
         """
         return None
 
+    def is_alive(self) -> bool:
+        """Whether an open transport kept from an earlier job can still serve (the engine's session cache).
+
+        False by default: only transports that can tell cheaply are ever reused.
+        """
+        return False
+
+    def keep_alive(self) -> None:
+        """About to be kept idle between jobs: keep the server from dropping it meanwhile (if the protocol can)."""
+        return None
+
     def open_lanes(self, count: int) -> list[Transport]:
         """Up to ``count`` handles on this open connection, each for one thread at a time; ``self`` first.
 

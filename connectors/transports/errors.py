@@ -73,3 +73,4 @@ class ErrorCode(StrEnum):
     SERVER_REFUSED = "server_refused"  # FTP: another 5xx reply: permanent
     SERVER_TEMPORARY = "server_temporary"  # FTP: another 4xx reply: worth retrying
     SYMLINK = "symlink_refused"  # local: a symbolic link below the dropzone root (never followed)
+    OVER_BUDGET = "over_budget"  # the job's wall-clock budget ran out and the engine cut the connection

@@ -161,6 +161,19 @@ class FTPTransport(Transport):
         _cut(self._wire)
         _cut(self._ftp)
 
+    def is_alive(self) -> bool:
+        """A NOOP answered within a few seconds (the server may have dropped an idle control connection)."""
+        ftp = self._ftp
+        if ftp is None or self._stale:
+            return False
+        self._wire = ftp
+        try:
+            with self._errors("NOOP", "", timeout=min(self.settings.operation_timeout, 5.0)):
+                ftp.voidcmd("NOOP")
+        except TransportError:
+            return False
+        return True
+
     # -- deadlines -----------------------------------------------------------
     @contextmanager
     def _deadline(self, seconds: float) -> Iterator[None]:

@@ -50,6 +50,8 @@ _ONE_READ = 32768  # what one SFTP READ request asks for (paramiko's request siz
 _BATCH_FILE_BYTES = 65536  # larger files are put one by one: a batch shares one operation deadline
 #: Closing never waits longer than this: a connection that cannot take a close message is cut.
 _CLOSE_LIMIT = 2.0
+#: A session kept between jobs asks the server for a sign of life this often (servers drop idle ones).
+_KEEPALIVE_SECONDS = 15
 
 
 def _classify(err: BaseException) -> tuple[str, bool, str]:
@@ -303,6 +305,14 @@ class SFTPTransport(Transport):
 
     def abort(self) -> None:
         _shut(self._sock)  # the lanes share this socket: every channel's wait ends
+
+    def is_alive(self) -> bool:
+        ssh, sftp = self._ssh, self._sftp
+        return ssh is not None and sftp is not None and ssh.is_active() and not sftp.get_channel().closed
+
+    def keep_alive(self) -> None:
+        if self._ssh is not None:
+            self._ssh.set_keepalive(_KEEPALIVE_SECONDS)  # paramiko's thread sends keepalive@openssh.com
 
     def _client(self, action: str, path: str) -> paramiko.SFTPClient:
         """This handle's SFTP client; fails at once when its channel or the connection is gone."""

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connectors.inbound import polling
-from connectors.models import ConnectorEvent, ERPConnection, ERPExport
+from connectors.models import ConnectorEvent, EngineProcess, ERPConnection, ERPExport
 from connectors.outbound import pushing
 from orderflow.models import DraftOrder
 
@@ -50,6 +50,30 @@ def test_home_page_shows_each_connections_health(admin_client: Client, make_conn
     assert "of-health-draining" in html
     html = admin_client.get(reverse("admin:connectors_erpconnection_changelist")).content.decode()
     assert "draining (1 awaiting an answer)" in html
+
+
+def test_home_page_shows_the_work_waiting_the_engines_and_when_each_connection_was_polled(
+        admin_client: Client, local_connection, make_draft) -> None:
+    """Issue 17, point 7: is anything running, is work piling up, is each partner polled on time."""
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    assert "No dropzone engine is running" in html and "never (every 60 s)" in html
+    assert "Waiting to start: 1 job, the oldest for 0 s." in html  # the new connection's first poll
+
+    now = timezone.now()
+    EngineProcess.objects.create(name="worker-1:42", host="worker-1", pid=42, started_at=now, seen_at=now,
+                                 sessions=16, busy=3)
+    EngineProcess.objects.create(name="worker-2:7", host="worker-2", pid=7, started_at=now, seen_at=now,
+                                 stopped_at=now, sessions=16)  # stopped: not counted
+    ERPExport.objects.create(draft=make_draft(status="APPROVED"), connection=local_connection,
+                             next_attempt_at=now - timedelta(minutes=3))
+    ERPConnection.objects.filter(pk=local_connection.pk).update(
+        last_poll_at=now - timedelta(minutes=2), last_poll_ok=False, next_poll_at=now + timedelta(minutes=1),
+        last_error_code="over_budget", poll_failures=1)
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    assert "1 dropzone engine running (3 of 16 busy)." in html
+    assert "Waiting to start: 1 job, the oldest for 3 min." in html
+    assert "2 min ago (every 60 s)" in html
+    assert "of-health-degraded" in html and "cut off: the server did not finish its last job" in html
 
 
 def test_the_file_and_the_answer_can_be_downloaded_with_the_permission(
@@ -114,14 +138,17 @@ def test_poll_now_and_deliver_now_are_posts_with_their_permission(
     poll_now = reverse("admin:connectors_erpconnection_poll_now", args=[local_connection.pk])
     assert admin_client.get(poll_now).status_code == 405
     DraftOrder.objects.filter(pk=make_draft().pk).update(status="APPROVED")
-    export = ERPExport.objects.create(draft=DraftOrder.objects.get(), connection=local_connection,
-                                      next_attempt_at=timezone.now() + timedelta(hours=1))
-    ERPExport.objects.filter(pk=export.pk).update(next_attempt_at=timezone.now())
+    # Waiting an hour for its retry: "Deliver now" does not wait for it.
+    ERPExport.objects.create(draft=DraftOrder.objects.get(), connection=local_connection,
+                             next_attempt_at=timezone.now() + timedelta(hours=1))
+    deliver_now = reverse("admin:connectors_erpconnection_deliver_now", args=[local_connection.pk])
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(reverse("admin:connectors_erpconnection_deliver_now",
-                                             args=[local_connection.pk]), follow=True)
-    assert "A delivery run of" in response.content.decode()
+        response = admin_client.post(deliver_now, follow=True)
+    assert "1 pending export(s) of ERP (Local or mounted directory) are being delivered now" in \
+        response.content.decode()
     assert ERPExport.objects.get().status == "SENT"
+    response = admin_client.post(deliver_now, follow=True)  # nothing left: said as a warning, not a success
+    assert "Nothing to deliver" in response.content.decode() and "messagelist" in response.content.decode()
     answer(local_dropzone, ERPExport.objects.get(), {"status": "accepted", "erp_order_number": "SO-7"})
     ERPConnection.objects.update(next_poll_at=timezone.now() + timedelta(hours=1))  # not due: forced anyway
     with django_capture_on_commit_callbacks(execute=True):

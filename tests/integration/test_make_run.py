@@ -127,11 +127,13 @@ def supervisor(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess
 
 def assert_running(sid: int) -> None:
     members = session(sid)
-    assert any("runserver" in m for m in members) and any("qcluster" in m for m in members), members
+    for child in ("runserver", "qcluster", "simulate_erp --demo"):
+        assert any(child in m for m in members), (child, members)
 
 
 def assert_all_gone(sid: int) -> None:
-    """Nothing of the session is left: runserver, qcluster and the cluster's sentinel, pusher, monitor, workers."""
+    """Nothing of the session is left: runserver, qcluster and the cluster's sentinel, pusher, monitor, workers,
+    and the demo ERP."""
     wait_until(lambda: not session(sid), what=f"the processes of session {sid} to exit", timeout=5, step=0.1)
 
 
@@ -223,7 +225,9 @@ def draft_status(database: Path, order_number: str) -> tuple[str, str]:
     return row
 
 
-def test_a_pushed_demo_draft_is_confirmed_by_the_simulated_erp_within_a_minute(tmp_path: Path) -> None:
+def test_a_pushed_demo_draft_is_confirmed_by_the_simulated_erp(tmp_path: Path) -> None:
+    """The demo's ERP is a process of its own (like a real ERP), and the engine in the cluster delivers and polls:
+    no worker is spent on either, and a push is answered within one poll interval (10 s) and a few seconds."""
     env = fresh_env(tmp_path)
     set_up_demo(env)
     port = free_port()
@@ -236,26 +240,14 @@ def test_a_pushed_demo_draft_is_confirmed_by_the_simulated_erp_within_a_minute(t
             cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
         assert push.returncode == 0 and "done=1" in push.stdout, push.stdout + push.stderr
         pushed = time.monotonic()
-        # The cluster's scheduler first runs ~30 s after it starts; from then on the demo ERP answers
-        # within seconds and polls at once, so a minute is plenty (75 s: a slow, shared machine).
         wait_until(lambda: draft_status(database, "PO-2026-0042")[0] == "CONFIRMED",
                    what="the demo draft to be confirmed", timeout=75, step=0.5)
         confirmed_after = time.monotonic() - pushed
         with sqlite3.connect(database, timeout=20) as conn:
             (export_id,) = conn.execute("SELECT id FROM connectors_erpexport").fetchone()
         assert draft_status(database, "PO-2026-0042")[1] == erp_order_number(str(uuid.UUID(export_id)))
-
-        # The demo ERP's run is most likely still going (it lasts most of each minute): Ctrl-C ends it at once.
         status, took, after = interrupt(proc, log)
     assert status == 0
     assert_quiet(after, log.read_text(errors="replace"))
     assert took < 10, f"stopping took {took:.1f} s"
-    # The run that answered was cut short by the Ctrl-C (not waited out), and the cluster saved its result.
-    runs = subprocess.run(manage("shell", "-c", (
-        "from django_q.models import Task; "
-        "print(*Task.objects.filter(func='connectors.demo_tasks.answer_demo_exports')"
-        ".order_by('started').values_list('result', flat=True), sep='\\n')")),
-        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
-    results = [line for line in runs.stdout.splitlines() if line.startswith("demo ERP:")]
-    assert results and "1 accepted" in results[0] and results[-1].endswith("; stopped early"), runs.stdout
     print(f"confirmed {confirmed_after:.1f} s after the push; Ctrl-C took {took:.1f} s")

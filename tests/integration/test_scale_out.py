@@ -1,8 +1,8 @@
 """The scale-out a user runs: two real qcluster processes sharing a Redis broker and one database.
 
-2,000 exports are delivered and 2,000 acks applied, each exactly once, while
-several delivery and poll tasks race through both clusters.  Runs on
-SQLite and PostgreSQL (CI runs both); `.ci/run` starts Redis if it is down.
+2,000 exports are delivered and 2,000 acks applied, each exactly once, while both clusters' engines race
+for the same connection's slices; and two clusters share 200 connections fairly, none polled twice at once.
+Runs on SQLite and PostgreSQL (CI runs both); `.ci/run` starts Redis if it is down.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,13 +20,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.utils import timezone
-from django_q.models import Schedule
 
-from connectors.models import ConnectorEvent, ERPConnection, ERPExport
+from connectors.models import ConnectorEvent, EngineProcess, ERPConnection, ERPExport
 from orderflow.models import DraftOrder, DraftOrderLine, Organization
 from tests.fixtures.dropzones import connection_from, names
 
-from . import Child, child_env, manage, running, wait_until
+from . import child_env, manage, running, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("transactional_db")]
 N = 2000
@@ -46,14 +46,6 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
     yield REDIS_URL
     client.flushdb()
-
-
-def enqueue(env: dict[str, str], tmp_path: Path, func: str, *args: object, times: int) -> None:
-    """Put tasks into the clusters' Redis queue, as their schedulers would (a child with the same settings)."""
-    code = ("from django_q.tasks import async_task\n"
-            f"for _ in range({times}): async_task({func!r}, *{args!r})")
-    child = Child(manage("shell", "-c", code), env=env, log=tmp_path / f"enqueue-{func.rsplit('.', 1)[1]}.log")
-    assert child.wait() == 0, child.output
 
 
 def dropzone(transport: str, org: Organization, request: pytest.FixtureRequest, tmp_path: Path,
@@ -85,15 +77,16 @@ def test_two_clusters_on_redis_deliver_and_apply_each_exactly_once(redis_url: st
                    customer_number="C-1", customer_name="Müller", status=DraftOrder.Status.APPROVED)
         for n in range(N))
     DraftOrderLine.objects.bulk_create(DraftOrderLine(draft=d, line_number=1, sku="BOLT", quantity=2) for d in drafts)
-    ERPExport.objects.bulk_create(ERPExport(draft=d, connection=conn, next_attempt_at=timezone.now()) for d in drafts)
-    # The clusters' own schedulers would join in after a while; the tasks below are enough to race.
-    Schedule.objects.update(next_run=timezone.now() + timedelta(days=1))
-
+    # Not polled meanwhile: the acks below are read by polls made due for them.
+    ERPConnection.objects.filter(pk=conn.pk).update(next_poll_at=timezone.now() + timedelta(days=1))
     env = child_env(tmp_path / "media", REDIS_URL=redis_url, Q_WORKERS="2", LOG_LEVEL="WARNING")
     with ExitStack() as stack:
         clusters = [stack.enter_context(running(manage("qcluster"), env=env, log=tmp_path / f"qcluster{n}.log"))
                     for n in (1, 2)]
-        enqueue(env, tmp_path, "connectors.tasks.deliver_connection", conn.pk, times=4)
+        wait_until(lambda: EngineProcess.objects.filter(stopped_at=None).count() == 2, what="both engines",
+                   alive=clusters[0])
+        ERPExport.objects.bulk_create(ERPExport(draft=d, connection=conn, next_attempt_at=timezone.now())
+                                      for d in drafts)  # due at once: both engines take slices of them
         wait_until(lambda: not ERPExport.objects.exclude(status="SENT").exists(),
                    what=f"the clusters to deliver {N} exports", timeout=240, alive=clusters[0])
         delivered = Counter(ConnectorEvent.objects.filter(kind="delivered").values_list("export_id", flat=True))
@@ -105,7 +98,7 @@ def test_two_clusters_on_redis_deliver_and_apply_each_exactly_once(redis_url: st
             stem = export.filename.removesuffix(".json")
             (zone / "outbound" / f"ack_{stem}.json").write_text(json.dumps(
                 {"export_id": str(export.pk), "status": "accepted", "erp_order_number": f"SO-{stem[-8:]}"}))
-        enqueue(env, tmp_path, "connectors.tasks.poll_connection", conn.pk, True, times=4)
+        ERPConnection.objects.filter(pk=conn.pk).update(next_poll_at=timezone.now())
         wait_until(lambda: not DraftOrder.objects.exclude(status="CONFIRMED").exists(),
                    what=f"the clusters to apply {N} acks", timeout=240, alive=clusters[1])
 
@@ -113,3 +106,34 @@ def test_two_clusters_on_redis_deliver_and_apply_each_exactly_once(redis_url: st
     assert len(accepted) == N and max(accepted.values()) == 1  # each ack applied once
     assert names(zone / "outbound") == [] and len(names(zone / "outbound" / "processed")) == N
     assert not ConnectorEvent.objects.filter(kind__in=["ack_duplicate", "ack_malformed", "ack_unmatched"]).exists()
+
+
+def test_two_clusters_share_200_connections_fairly(redis_url: str, tmp_path: Path) -> None:
+    """Every connection polled on time, by whichever cluster has a free thread: both do a fair part, and
+    no connection is ever polled by both at once (each poll's claim; the events would show a second one)."""
+    zone = tmp_path / "zones"
+    jail = "/" + str(zone.relative_to(settings.LOCAL_DROPZONE_ROOT))
+    conns = []
+    for n in range(200):
+        org = Organization.objects.create(slug=f"org{n}", name=f"Org {n}")
+        (zone / str(n)).mkdir(parents=True)
+        conns.append(ERPConnection(organization=org, name="ERP", transport="local", is_active=True,
+                                   export_path=f"{jail}/{n}", ack_path=f"{jail}/{n}", poll_interval_seconds=10))
+    ERPConnection.objects.bulk_create(conns)
+    env = child_env(tmp_path / "media", REDIS_URL=redis_url, LOG_LEVEL="WARNING", CONNECTOR_SESSIONS="4")
+    polls: dict[int, list] = {c.pk: [] for c in ERPConnection.objects.all()}
+    with ExitStack() as stack:
+        clusters = [stack.enter_context(running(manage("qcluster"), env=env, log=tmp_path / f"qcluster{n}.log"))
+                    for n in (1, 2)]
+        deadline = time.monotonic() + 35
+        while time.monotonic() < deadline:
+            for pk, at in ERPConnection.objects.values_list("pk", "last_poll_at"):
+                if at is not None and (not polls[pk] or polls[pk][-1] != at):
+                    polls[pk].append(at)
+            assert all(c.running() for c in clusters)
+            time.sleep(0.5)
+        engines = list(EngineProcess.objects.filter(stopped_at=None).values_list("polls", flat=True))
+    assert len(engines) == 2 and min(engines) >= 0.25 * sum(engines), engines  # both did a fair part
+    assert all(len(times) >= 3 for times in polls.values()), sorted(len(t) for t in polls.values())
+    gaps = [(b - a).total_seconds() for times in polls.values() for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) < 2 * 10, sorted(gaps)[-5:]  # polled every 10 s: none ever missed a whole interval

@@ -17,7 +17,8 @@ from django.utils import timezone
 from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from connectors.outbound import delivery, pushing
-from connectors.tasks import deliver_all_due, poll_all_due
+from connectors.tasks import sweep
+from connectors.work.engine import Engine
 from connectors.transports.local import LocalTransport
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import names
@@ -124,11 +125,11 @@ def test_a_push_that_fails_halfway_leaves_the_draft_pushable(make_draft, local_c
 def test_an_approval_saved_outside_the_services_is_recovered_by_the_schedule(
     make_draft, local_connection, local_dropzone, django_capture_on_commit_callbacks
 ) -> None:
-    """Another app set APPROVED with a queryset update (no signal): the minute schedule pushes it."""
+    """Another app set APPROVED with a queryset update (no signal): the minute's sweep pushes it."""
     draft = make_draft()
     DraftOrder.objects.filter(pk=draft.pk).update(status=DraftOrder.Status.APPROVED)
     with django_capture_on_commit_callbacks(execute=True):
-        deliver_all_due()
+        sweep()
     export = ERPExport.objects.get()
     assert export.status == "SENT" and DraftOrder.objects.get().status == "PUSHED"
     assert names(local_dropzone / "inbound") == [export.filename]
@@ -192,8 +193,7 @@ def test_answers_for_a_replaced_connection_are_still_read(
 
     ack_file(local_dropzone, export, number="SO-9")
     ERPConnection.objects.update(next_poll_at=None)
-    with capture(execute=True):
-        poll_all_due()
+    Engine(inline=True).round()  # the engine polls every pollable connection that is due, draining ones too
     draft = DraftOrder.objects.get()
     assert draft.status == "CONFIRMED" and draft.erp_order_id == "SO-9"
     # New exports go only to the active connection.

@@ -163,7 +163,7 @@ class Lifecycle(RuleBasedStateMachine):
     @rule()
     def switch_connection(self) -> None:
         self.connection = self._new_connection()
-        pushing.attach_waiting_exports(connection=self.connection, enqueue=False)
+        pushing.attach_waiting_exports(connection=self.connection)
 
     # -- the pipeline and the ERP ------------------------------------------------------------
     @rule(step=st.sampled_from(["deliver"] * 3 + ["time_passes", "poll", "poll", "erp_accepts", "erp_rejects",

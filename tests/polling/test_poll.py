@@ -158,6 +158,11 @@ def test_ack_arriving_while_export_is_pending(dropzone: Dropzone, make_draft) ->
 
 
 
+def due_in(dropzone: Dropzone) -> float:
+    """Seconds until the connection's next poll (what the engine waits for)."""
+    return (ERPConnection.objects.get(pk=dropzone.connection.pk).next_poll_at - timezone.now()).total_seconds()
+
+
 def test_a_half_written_ack_with_an_old_mtime_is_not_read_on_first_sight(dropzone: Dropzone, sent_export: ERPExport,
                                                                           clock: FakeClock) -> None:
     """The server's clock is behind (or FTP reports local time): an old mtime proves nothing."""
@@ -173,8 +178,9 @@ def test_a_half_written_ack_with_an_old_mtime_is_not_read_on_first_sight(dropzon
     assert poll(dropzone).outcomes == {"waiting": 1}
     clock.now += 10
     assert poll(dropzone).outcomes == {"waiting": 1}  # unchanged for 10 s by our clock: 20 s to go
-    clock.now += 10
-    assert poll(dropzone).outcomes == {"accepted": 1}  # 10 s to go: re-checked within this poll
+    assert 19 <= due_in(dropzone) <= 20  # the next poll is when it will be old enough, not an interval later
+    clock.now += 20
+    assert poll(dropzone).outcomes == {"accepted": 1}
     assert ConnectorEvent.objects.filter(kind="ack_malformed").count() == 0
     # One "still being written" event for the file, not one per poll.
     assert ConnectorEvent.objects.filter(kind="ack_waiting").count() == 1
@@ -184,34 +190,54 @@ def test_a_future_dated_ack_is_read_once_old_enough_by_our_clock(dropzone: Dropz
                                                                   clock: FakeClock) -> None:
     ERPConnection.objects.filter(pk=dropzone.connection.pk).update(min_ack_age_seconds=5)
     dropzone.put_ack(f"ack_{stem(sent_export)}.json", ack_body(sent_export), age=-86400)  # a day ahead
-    started = clock.now
-    # Within the same poll: seen, re-checked after the minimum age, applied (not left for the next poll).
+    # Seen; the poll does not wait for it (no worker ever sleeps on a timer): it is due again when it is ready.
+    assert poll(dropzone).outcomes == {"waiting": 1}
+    assert 4 <= due_in(dropzone) <= 5
+    clock.now += 5
     assert poll(dropzone).outcomes == {"accepted": 1}
-    assert 5 <= clock.now - started <= 7
     assert ConnectorEvent.objects.filter(kind="ack_waiting").count() == 0
 
 
 def test_with_the_default_minimum_age_a_10_s_interval_confirms_an_ack_within_15_s(
         dropzone: Dropzone, sent_export: ERPExport, clock: FakeClock) -> None:
     """Issue 10: first listed up to one interval after it appears, then read once our clock saw it unchanged
-    for the default minimum age (within the same poll): at most 15 s with a 10 s interval."""
+    for the default minimum age (by the poll due then): at most 15 s with a 10 s interval."""
     default = ERPConnection._meta.get_field("min_ack_age_seconds").get_default()
     ERPConnection.objects.filter(pk=dropzone.connection.pk).update(min_ack_age_seconds=default,
                                                                    poll_interval_seconds=10)
     dropzone.put_ack(f"ack_{stem(sent_export)}.json", ack_body(sent_export))
-    first_sight = clock.now
+    assert poll(dropzone).outcomes == {"waiting": 1}
+    wait = due_in(dropzone)
+    assert 10 + wait <= 15
+    clock.now += default  # when that next poll comes
     assert poll(dropzone).outcomes == {"accepted": 1}
-    assert 10 + (clock.now - first_sight) <= 15
     assert DraftOrder.objects.get().status == "CONFIRMED"
 
 
-def test_a_connection_due_within_the_schedule_jitter_polls_now(dropzone: Dropzone, sent_export: ERPExport) -> None:
-    """A 60 s interval on the 60 s schedule: the next run comes a moment early, and must still poll."""
-    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(
-        poll_interval_seconds=60, next_poll_at=timezone.now() + timedelta(seconds=2))
-    assert list(polling.due_connections()) == [dropzone.connection]
-    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(next_poll_at=timezone.now() + timedelta(seconds=30))
-    assert list(polling.due_connections()) == []
+def test_a_connection_is_due_its_interval_after_its_last_poll(dropzone: Dropzone, sent_export: ERPExport) -> None:
+    """Measured from its own last poll, never aligned to anything else (no "just missed it, wait another
+    interval")."""
+    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=60)
+    started = timezone.now()
+    poll(dropzone)
+    next_poll = ERPConnection.objects.get(pk=dropzone.connection.pk).next_poll_at
+    assert timedelta(seconds=60) <= next_poll - started <= timedelta(seconds=61)
+    assert list(polling.due_connections(next_poll - timedelta(seconds=1))) == []
+    assert list(polling.due_connections(next_poll)) == [dropzone.connection]
+
+
+def test_failed_polls_back_off(remote_dropzone: Dropzone) -> None:
+    """A dead partner is tried again after its interval, then after twice, four times… (at most 15 min)."""
+    from tests.servers.blackhole import closed_port
+
+    repoint(remote_dropzone.connection, port=closed_port())
+    ERPConnection.objects.filter(pk=remote_dropzone.connection.pk).update(poll_interval_seconds=60)
+    waits = []
+    for _ in range(6):
+        report = polling.poll_connection(connection=ERPConnection.objects.get(), force=True)
+        assert report is not None and report.error
+        waits.append(round(due_in(remote_dropzone) / 60))
+    assert waits == [1, 2, 4, 8, 15, 15]
 
 
 def test_other_files_are_left_alone(dropzone: Dropzone, sent_export: ERPExport) -> None:
@@ -289,8 +315,10 @@ def test_a_run_is_bounded_and_the_rest_follows(dropzone: Dropzone, make_draft, m
 def test_a_drain_over_several_runs_looks_at_the_erps_inbox_once(dropzone: Dropzone, make_draft,
                                                                 monkeypatch) -> None:
     """The inbox (our export dir) is listed for the "ERP stopped consuming" alert; a backlog drained in several
-    runs needs it once, not once per run: with 10,000 files left there, each look cost as much as reading
-    2,000 acks."""
+    runs needs it once a minute, not once per run: with 10,000 files left there, each look cost as much as
+    reading 2,000 acks."""
+    from connectors.work.jobs import drain_polls
+
     monkeypatch.setattr(polling, "MAX_ACKS_PER_POLL", 2)
     for n in range(5):
         export = ERPExport.objects.create(draft=make_draft(order_number=f"PO-{n}", status="PUSHED"),
@@ -299,115 +327,11 @@ def test_a_drain_over_several_runs_looks_at_the_erps_inbox_once(dropzone: Dropzo
     (dropzone.inbound / "f4.json").write_text("{}")  # one of our files the ERP has not taken
     listed: list[str] = []
     real = LocalTransport.list_dir
-    monkeypatch.setattr(LocalTransport, "list_dir", lambda self, path: listed.append(path) or real(self, path))
+    monkeypatch.setattr(LocalTransport, "list_dir",
+                        lambda self, path, **kw: listed.append(path) or real(self, path, **kw))
 
-    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True)
+    reports = list(drain_polls(ERPConnection.objects.get()))
 
     assert [r.outcomes for r in reports] == [{"accepted": 2}, {"accepted": 2}, {"accepted": 1}]
     assert listed.count(dropzone.connection.export_path) == 1
     assert list(ERPConnection.objects.get().inbox_seen) == ["f4.json"]  # what the alert reads
-
-
-def test_a_short_interval_is_polled_again_within_the_schedules_minute(dropzone: Dropzone, sent_export: ERPExport,
-                                                                      monkeypatch) -> None:
-    """The schedule runs every minute; a connection polled every few seconds is polled by one bounded task."""
-    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=1)  # 10 s in real life
-    conn = ERPConnection.objects.get(pk=dropzone.connection.pk)
-    reports = polling.poll_until_next_schedule(connection=conn, force=True, budget=2.5)
-    assert len(reports) >= 2  # polled, waited its interval, polled again, and stopped within the budget
-    dropzone.put_ack(f"ack_{stem(sent_export)}.json", ack_body(sent_export))
-    conn.refresh_from_db()
-    assert polling.poll_until_next_schedule(connection=conn, force=True, budget=0)[0].outcomes == {"accepted": 1}
-    ERPConnection.objects.filter(pk=conn.pk).update(poll_interval_seconds=60)
-    assert len(polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True)) == 1
-
-
-def test_a_newer_poll_task_takes_over_from_an_older_one(dropzone: Dropzone, sent_export: ERPExport,
-                                                        monkeypatch) -> None:
-    """The schedule starts a poll task every 30-90 s; one keeps the connection at a time, the newest."""
-    import uuid
-
-    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=1)
-    sleeps = []
-
-    def a_newer_task_starts(seconds: float) -> None:
-        sleeps.append(seconds)
-        ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_task=uuid.uuid4())
-
-    monkeypatch.setattr(polling, "_sleep", a_newer_task_starts)
-    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True, budget=60)
-    assert len(reports) == 1 and len(sleeps) == 1  # polled, waited its interval, saw the newer task, ended
-
-
-def test_an_older_poll_task_ends_within_a_second_of_the_hand_over(dropzone: Dropzone, sent_export: ERPExport,
-                                                                   monkeypatch) -> None:
-    """Two poll tasks must not hold both of a cluster's workers for a whole interval (a push would wait)."""
-    import uuid
-
-    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=10)
-    sleeps = []
-
-    def a_newer_task_starts(seconds: float) -> None:
-        if not sleeps:
-            ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_task=uuid.uuid4())
-        sleeps.append(seconds)
-
-    monkeypatch.setattr(polling, "_sleep", a_newer_task_starts)
-    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True, budget=60)
-    assert len(reports) == 1 and sum(sleeps) <= 1.0, sleeps  # not the rest of its 10 s wait
-
-
-def test_a_poll_waiting_for_a_new_file_to_age_hands_over_within_a_second(dropzone: Dropzone,
-                                                                         sent_export: ERPExport,
-                                                                         clock: FakeClock, monkeypatch) -> None:
-    """Its claim would keep the newer task waiting, on a second worker, for the rest of the min age."""
-    import uuid
-
-    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_interval_seconds=10, min_ack_age_seconds=10)
-    name = f"ack_{stem(sent_export)}.json"
-    dropzone.put_ack(name, ack_body(sent_export))  # first seen now: old enough in 10 s, re-checked in this poll
-    started = clock.now
-
-    def a_newer_task_starts(seconds: float) -> None:
-        ERPConnection.objects.filter(pk=dropzone.connection.pk).update(poll_task=uuid.uuid4())
-        clock.sleep(seconds)
-
-    monkeypatch.setattr(polling, "_sleep", a_newer_task_starts)
-    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), force=True, budget=60)
-    assert [r.outcomes for r in reports] == [{"waiting": 1}] and clock.now - started <= 1.0
-    conn = ERPConnection.objects.get()
-    assert conn.poll_claimed_until is None and name in conn.ack_listing  # released; its first sight is kept
-    clock.now = started + 10  # the newer task's poll reads it on time
-    assert polling.poll_connection(connection=conn, force=True).outcomes == {"accepted": 1}
-
-
-def test_a_task_that_finds_the_connection_not_due_waits_for_it(dropzone: Dropzone, sent_export: ERPExport,
-                                                               monkeypatch) -> None:
-    """A task started while the previous one had just polled keeps the short interval going (no gap)."""
-    ERPConnection.objects.filter(pk=dropzone.connection.pk).update(
-        poll_interval_seconds=1, next_poll_at=timezone.now() + timedelta(seconds=1))
-    reports = polling.poll_until_next_schedule(connection=ERPConnection.objects.get(), budget=2.5)
-    assert len(reports) >= 1  # it did not give up on "not due yet"
-
-
-@pytest.mark.parametrize("dropzone", ["local"], indirect=True)
-def test_the_schedule_starts_the_next_task_of_a_short_interval_even_right_after_a_poll(
-        dropzone: Dropzone, monkeypatch) -> None:
-    """The task that keeps a 10 s interval lasts 100 s; the schedule firing just after one of its polls (next
-    one 9 s away) or during one (claimed) must still start its successor, or polling stops when it ends."""
-    from connectors import tasks
-    from connectors.work import wake
-
-    enqueued: list[int] = []
-    monkeypatch.setattr(wake, "enqueue_poll", lambda pk, **kw: enqueued.append(pk))
-    conn = dropzone.connection
-    ERPConnection.objects.filter(pk=conn.pk).update(poll_interval_seconds=10,
-                                                    next_poll_at=timezone.now() + timedelta(seconds=9))
-    tasks.poll_all_due()
-    assert polling.claim_connection(connection_id=conn.pk, force=True) is not None  # a poll under way
-    tasks.poll_all_due()
-    assert enqueued == [conn.pk, conn.pk]
-    ERPConnection.objects.filter(pk=conn.pk).update(poll_interval_seconds=60, poll_claimed_until=None,
-                                                    next_poll_at=timezone.now() + timedelta(seconds=50))
-    tasks.poll_all_due()  # a minute's interval polled just now: its poll is the next schedule's
-    assert enqueued == [conn.pk, conn.pk]

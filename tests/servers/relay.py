@@ -1,9 +1,11 @@
-"""A TCP relay on 127.0.0.1 whose server-to-client direction can be slowed to a trickle or held.
+"""A TCP relay on 127.0.0.1 whose server-to-client direction can be slowed to a trickle, held, or made late.
 
 In front of a real sshd it shows what a slow or stuck network does to a client
 that is already logged in: ``throttle(bytes_per_second)`` forwards the server's
 bytes at that rate (TCP back-pressure makes the server wait, as on a slow link),
 ``throttle(0)`` forwards nothing more, ``throttle(None)`` is full speed again.
+``lag(seconds)`` forwards each burst the server sends that much later: a slow
+partner that answers everything, correctly, each round trip seconds late.
 The client-to-server direction always runs at full speed.
 """
 
@@ -28,9 +30,13 @@ class Relay(LoopbackListener):
         super().__init__()
         self.target_port = target_port
         self.rate: float | None = None  # server-to-client bytes per second; None: unlimited, 0: hold
+        self.delay = 0.0  # seconds each server-to-client burst is held before it is forwarded
 
     def throttle(self, bytes_per_second: float | None) -> None:
         self.rate = bytes_per_second
+
+    def lag(self, seconds: float) -> None:
+        self.delay = seconds
 
     def _accepted(self, client: socket.socket) -> None:
         self._open.append(client)
@@ -57,6 +63,8 @@ class Relay(LoopbackListener):
                 data = src.recv(65536 if rate is None else max(1, int(rate * TICK)))
                 if not data:
                     break
+                if slowed and self.delay:
+                    self._stop.wait(self.delay)
                 dst.sendall(data)
                 if rate is not None:
                     self._stop.wait(TICK)

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.models import ERPConnection
-from connectors.outbound import delivery, pushing
+from connectors.outbound import pushing
+from connectors.work import jobs
 
 
 class Command(BaseCommand):
@@ -22,9 +23,9 @@ class Command(BaseCommand):
                 raise CommandError(f"ERP connection {connection} is not active: it delivers nothing.")
         failed = 0
         for conn in connections:
-            pushing.attach_waiting_exports(connection=conn, enqueue=False)
+            pushing.attach_waiting_exports(connection=conn)
             totals = {"sent": 0, "to retry": 0, "failed": 0}
-            for run, report in enumerate(delivery.delivery_runs(connection=conn), start=1):
+            for run, report in enumerate(jobs.drain_deliveries(conn), start=1):
                 totals["sent"] += len(report.sent)
                 totals["to retry"] += len(report.retrying)
                 totals["failed"] += len(report.failed)
@@ -39,3 +40,4 @@ class Command(BaseCommand):
             self.stdout.write(f"{conn}: done: " + ", ".join(f"{n} {label}" for label, n in totals.items()))
         if failed:
             raise CommandError(f"{failed} export(s) failed for good (see the exports' last error).")
+

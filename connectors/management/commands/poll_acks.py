@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connectors.inbound import polling
 from connectors.models import ERPConnection
+from connectors.work import jobs
 
 MAX_RUNS = 1_000  # a backstop: each run handles up to MAX_ACKS_PER_POLL files and says if more wait
 
@@ -21,23 +22,26 @@ class Command(BaseCommand):
                 raise CommandError(f"No ERP connection with id {connection}.")
         failed = False
         for conn in connections:
-            totals: dict[str, int] = {}
-            for run in range(1, MAX_RUNS + 1):
-                report = polling.poll_connection(connection=conn, force=True)
-                if report is None:
-                    self.stdout.write(f"{conn}: being polled by another worker right now; skipped")
-                    break
-                for outcome, n in report.outcomes.items():
-                    totals[outcome] = totals.get(outcome, 0) + n
-                if report.error:
-                    failed = True
-                    self.stdout.write(str(report))
-                    break
-                if report.more:
-                    self.stdout.write(f"{conn}: run {run}: {report.handled} file(s); more waiting")
-                    continue
-                summary = ", ".join(f"{n} {k}" for k, n in sorted(totals.items())) or "no ack files"
-                self.stdout.write(f"{conn}: {summary}")
-                break
+            failed |= self._drain(conn)
         if failed:
             raise CommandError("At least one poll failed (see above and the connection's events).")
+
+    def _drain(self, conn: ERPConnection) -> bool:
+        """Poll until no ready file is left; True if a poll failed."""
+        totals: dict[str, int] = {}
+        reports = 0
+        for run, report in enumerate(jobs.drain_polls(conn, limit=MAX_RUNS), start=1):
+            reports += 1
+            for outcome, n in report.outcomes.items():
+                totals[outcome] = totals.get(outcome, 0) + n
+            if report.error:
+                self.stdout.write(str(report))
+                return True
+            if report.more:
+                self.stdout.write(f"{conn}: run {run}: {report.handled} file(s); more waiting")
+        if not reports:
+            self.stdout.write(f"{conn}: being polled by another worker right now; skipped")
+            return False
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(totals.items())) or "no ack files"
+        self.stdout.write(f"{conn}: {summary}")
+        return False

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from django.core.management.base import BaseCommand, CommandError
 
+from connectors.demo import demo_connection, not_the_demo
 from connectors.models import ERPConnection
 from connectors.simulator import ERPSimulator, SimulatorSettings
 from connectors.transports import Transport, TransportError, TransportSettings, get_transport
@@ -33,7 +34,10 @@ class Command(BaseCommand):
             "with an ack_ or error_ file in the ack dir, then remove it. Exits 1 if the dropzone cannot be reached.")
 
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--connection", type=int, required=True, metavar="ID", help="ERPConnection id")
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--connection", type=int, metavar="ID", help="ERPConnection id")
+        which.add_argument("--demo", action="store_true",
+                           help="the demo's own local dropzone (`make run`); stops if it is repointed elsewhere")
         parser.add_argument("--reject-sku", dest="reject_skus", action="extend", nargs="+", default=[],
                             metavar="SKU", help="reject every line with this SKU (UNKNOWN_SKU); repeatable")
         parser.add_argument("--delay", type=_seconds(0), default=0.0, metavar="SECONDS",
@@ -42,9 +46,11 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=_seconds(0.1), default=5.0, metavar="SECONDS",
                             help="seconds between passes without --once (default 5)")
 
-    def handle(self, *args: object, connection: int, reject_skus: list[str], delay: float, once: bool,
-               interval: float, **options: object) -> None:
-        conn = ERPConnection.objects.filter(pk=connection).first()
+    def handle(self, *args: object, connection: int | None, demo: bool, reject_skus: list[str], delay: float,
+               once: bool, interval: float, **options: object) -> None:
+        conn = demo_connection() if demo else ERPConnection.objects.filter(pk=connection).first()
+        if demo and (problem := not_the_demo(conn)):
+            raise CommandError(f"Not simulating the demo ERP: {problem}.")
         if conn is None:
             raise CommandError(f"No ERP connection with id {connection}.")
         try:
@@ -67,6 +73,9 @@ class Command(BaseCommand):
                 sleep(delay)
             while True:
                 number += 1
+                if demo and (problem := not_the_demo(demo_connection())):  # an admin repointed it meanwhile
+                    self.stdout.write(f"Stopped: {problem}.")
+                    return
                 try:
                     self._pass(settings, simulator, number)
                 except CommandError as err:
