@@ -15,12 +15,12 @@ script, with settings of its own:
    ``poll_interval_seconds`` is set on the row (the admin would refuse less than 10);
 2. starts a real ``manage.py qcluster`` with the same database, keys, dropzone root, media root
    and broker, and waits until it has run a first task;
-3. delivery: K times, ``pushing.push_drafts(drafts=[d])`` in this process (autocommit, so the
-   on-commit enqueue happens for real), then the export dir is listed every 10 ms until the file
-   is there; pushes are 1-2 s apart (one untimed warm-up push first);
+3. delivery: K times, ``pushing.push_drafts(drafts=[d])`` in this process (autocommit), then the
+   export dir is listed every 10 ms until the file is there (the cluster's dropzone engine finds the
+   due export by itself); pushes are 1-2 s apart (one untimed warm-up push first);
 4. acks: K ack files, written as an ERP writes them (temp name, rename into the ack dir) at random
    gaps of 3-12 s, each timed until its draft is CONFIRMED (sampled every 50 ms).  The cluster's
-   own every-minute "orderflow: poll ERP acks" schedule drives the polls; nothing here polls;
+   engine polls the connection each interval after its last poll; nothing here polls;
 5. prints p50, p90 and max against the targets (<= 1 s, <= 15 s) and where the time went.
 
 The parent prints both brokers side by side at the end.  A run takes 3-4 minutes per broker.
@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,6 @@ from bench.latency_support import (  # noqa: E402
     Ack,
     Delivery,
     DirWatch,
-    PollTask,
     ack_table,
     decompose,
     delivery_breakdown,
@@ -159,27 +158,11 @@ def cluster_settings() -> dict[str, Any]:
     }
 
 
-class QueueProbe:
-    """Whether the broker still holds a task nobody took: ready OrmQ rows, or the Redis list's length.
+def claimed(draft: Any) -> bool:
+    """Whether the engine has taken the draft's export: it holds a claim on it, or is done with it."""
+    from connectors.models import ERPExport
 
-    The ORM side queries OrmQ itself: the broker's own queue_size() calls close_old_connections(),
-    which with CONN_MAX_AGE=0 would reconnect the database on every 10 ms probe.
-    """
-
-    def __init__(self) -> None:
-        from django_q.brokers import get_broker
-
-        broker = get_broker()
-        self.key = broker.list_key
-        self.redis = broker.connection if cluster_settings()["broker"] == "redis" else None
-
-    def waiting(self) -> int:
-        if self.redis is not None:
-            return int(self.redis.llen(self.key))
-        from django.utils import timezone
-        from django_q.models import OrmQ
-
-        return OrmQ.objects.filter(key=self.key, lock__lte=timezone.now()).count()
+    return ERPExport.objects.filter(draft=draft).exclude(claim_token=None, status="PENDING").exists()
 
 
 def wait_for(check: Any, *, what: str, timeout: float, step: float, cluster: Any) -> Any:
@@ -213,35 +196,34 @@ def final_names(export_dir: Path, temp_suffix: str) -> set[str]:
     return {n for n in os.listdir(export_dir) if n.endswith(".json") and not n.endswith(temp_suffix)}
 
 
-def deliver_once(draft: Any, export_dir: Path, temp_suffix: str, probe: QueueProbe, timeout: float) -> Delivery:
+def deliver_once(draft: Any, export_dir: Path, temp_suffix: str, timeout: float) -> Delivery:
     from connectors.outbound.pushing import push_drafts
 
     before = final_names(export_dir, temp_suffix)
     t0 = time.perf_counter()
-    counts = push_drafts(drafts=[draft])  # autocommit: lifecycle.push commits, then on_commit enqueues
+    counts = push_drafts(drafts=[draft])  # autocommit: lifecycle.push commits; the engine finds the export
     pushed = time.perf_counter() - t0
     if counts.done != 1:
         raise SystemExit(f"latency: push_drafts did not push the draft: {counts}")
-    dequeued = None
+    taken = None
     while True:
         now = time.perf_counter() - t0
         if final_names(export_dir, temp_suffix) - before:
-            return Delivery(latency=now, pushed=pushed, dequeued=dequeued if dequeued is not None else now)
-        if dequeued is None and probe.waiting() == 0:
-            dequeued = time.perf_counter() - t0
+            return Delivery(latency=now, pushed=pushed, taken=taken if taken is not None else now)
+        if taken is None and claimed(draft):
+            taken = time.perf_counter() - t0
         if now > timeout:
-            return Delivery(latency=None, pushed=pushed, dequeued=dequeued)
+            return Delivery(latency=None, pushed=pushed, taken=taken)
         time.sleep(0.01)
 
 
 def delivery_phase(drafts: list[Any], zone: Zone, temp_suffix: str, args: argparse.Namespace,
                    rng: random.Random) -> tuple[list[Delivery], float | None]:
-    probe = QueueProbe()
-    warm = deliver_once(drafts[0], zone.export_dir, temp_suffix, probe, args.delivery_timeout)
+    warm = deliver_once(drafts[0], zone.export_dir, temp_suffix, args.delivery_timeout)
     runs = []
     for i, draft in enumerate(drafts[1:], start=1):
         time.sleep(rng.uniform(*args.push_gap))
-        runs.append(deliver_once(draft, zone.export_dir, temp_suffix, probe, args.delivery_timeout))
+        runs.append(deliver_once(draft, zone.export_dir, temp_suffix, args.delivery_timeout))
         r = runs[-1]
         shown = f"{r.latency:.3f} s" if r.latency is not None else "not within the timeout"
         print(f"    push {i:>2}/{len(drafts) - 1}: file after {shown}", flush=True)
@@ -310,19 +292,6 @@ def ack_phase(drafts: list[Any], zone: Zone, args: argparse.Namespace, rng: rand
     return acks, watch, t0, t1
 
 
-def poll_tasks(since: float) -> tuple[list[PollTask], list[float]]:
-    """The poll tasks and the poll schedule's firings, from django-q2's result rows (finished tasks only)."""
-    from django_q.models import Task
-
-    after = datetime.fromtimestamp(since, UTC)
-    tasks = [PollTask(enqueued=s.timestamp(), stopped=e.timestamp() if e else None, result=str(r)[:300])
-             for s, e, r in Task.objects.filter(func="connectors.tasks.poll_connection", started__gte=after)
-             .values_list("started", "stopped", "result")]  # fmt: skip
-    firings = sorted(s.timestamp() for s in Task.objects.filter(func="connectors.tasks.poll_all_due",
-                                                                started__gte=after).values_list("started", flat=True))
-    return tasks, firings
-
-
 # -- one broker -------------------------------------------------------------------------------------------
 def run_broker(args: argparse.Namespace) -> dict[str, Any]:
     redis_url = args.redis_url if args.broker == "redis" else ""
@@ -359,19 +328,17 @@ def run_broker(args: argparse.Namespace) -> dict[str, Any]:
                 with running(manage("qcluster"), env=env, log=scratch / "qcluster.log") as cluster:
                     up = cluster_up(cluster)
                     print(f"  qcluster up: first task done {up:.1f} s after it was enqueued", flush=True)
-                    started = time.time()
                     print(f"  delivery: 1 warm-up push, then {args.k} pushes "
                           f"{args.push_gap[0]:g}-{args.push_gap[1]:g} s apart", flush=True)
                     deliveries, warm = delivery_phase(drafts, zone, conn.temp_suffix, args, rng)
                     print(f"  acks: {args.acks} ack files {args.ack_gap[0]:g}-{args.ack_gap[1]:g} s apart", flush=True)
                     acks, watch, t0, t1 = ack_phase(drafts[1:], zone, args, rng, cluster)
-                    tasks, firings = poll_tasks(started - 120)
                     failed = ConnectorEvent.objects.filter(kind="poll_failed").count()
                     log = cluster.output
                     log_tail = log[-2000:] if ("Traceback" in log or " ERROR " in log) else ""
             finally:
                 zone.stop()
-            return report(args, q, conn, deliveries, warm, acks, watch, tasks, firings, t0, t1, db, log_tail,
+            return report(args, q, conn, deliveries, warm, acks, watch, t0, t1, db, log_tail,
                           failed)
     finally:
         if client is not None:
@@ -380,7 +347,7 @@ def run_broker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace, q: dict[str, Any], conn: Any, deliveries: list[Delivery], warm: float | None,
-           acks: list[Ack], watch: DirWatch, tasks: list[PollTask], firings: list[float], t0: float, t1: float,
+           acks: list[Ack], watch: DirWatch, t0: float, t1: float,
            db: str, log_tail: str, failed_polls: int) -> dict[str, Any]:
     d = figures([r.latency for r in deliveries if r.latency is not None])
     a = figures([x.latency for x in acks if x.latency is not None])
@@ -398,7 +365,7 @@ def report(args: argparse.Namespace, q: dict[str, Any], conn: Any, deliveries: l
     if missing:
         print(f"  ! {missing} acks not CONFIRMED within {args.ack_timeout:g} s (left out of the figures)")
     print(decompose(acks, conn.min_ack_age_seconds))
-    print("\n".join(timeline(tasks, firings, watch.listings(), t0, t1, conn.poll_interval_seconds)))
+    print("\n".join(timeline(watch.listings(), t0, t1, conn.poll_interval_seconds)))
     print("\n".join(ack_table(acks, t0)))
     if failed_polls:
         print(f"  ! {failed_polls} polls failed (ConnectorEvent poll_failed)")

@@ -58,21 +58,21 @@ class Delivery:
     """One approve -> file, in seconds from the start of ``push_drafts``."""
 
     latency: float | None  # the file (final name) seen in the export dir; None: not within the timeout
-    pushed: float  # push_drafts() returned: the transaction committed and the task enqueued (on_commit)
-    dequeued: float | None  # the broker's queue was seen empty again: the cluster's pusher took the task
+    pushed: float  # push_drafts() returned: the transaction committed
+    taken: float | None  # the engine claimed the export (it found it due at its tick)
 
 
 def delivery_breakdown(runs: list[Delivery]) -> str:
-    done = [r for r in runs if r.latency is not None and r.dequeued is not None]
+    done = [r for r in runs if r.latency is not None and r.taken is not None]
     if not done:
         return "  (no breakdown: nothing delivered)"
     push = statistics.median(r.pushed for r in done)
-    queue = statistics.median(max(r.dequeued - r.pushed, 0.0) for r in done)  # type: ignore[operator]
-    work = statistics.median(r.latency - r.dequeued for r in done)  # type: ignore[operator]
+    wait = statistics.median(max(r.taken - r.pushed, 0.0) for r in done)  # type: ignore[operator]
+    work = statistics.median(r.latency - r.taken for r in done)  # type: ignore[operator]
     return (
-        f"  where the time goes (medians): push_drafts() with commit and enqueue {push * 1000:.0f} ms; "
-        f"waiting in the broker's queue {queue * 1000:.0f} ms; dequeued -> file renamed into place "
-        f"(hand-off to a worker, task start, render, archive, upload) {work * 1000:.0f} ms"
+        f"  where the time goes (medians): push_drafts() with commit {push * 1000:.0f} ms; until the engine's "
+        f"next look (CONNECTOR_TICK_SECONDS) {wait * 1000:.0f} ms; claimed -> file renamed into place "
+        f"(render, archive, upload) {work * 1000:.0f} ms"
     )
 
 
@@ -155,15 +155,6 @@ class Ack:
         self.filed = watch.first(self.name, IN_MOVED_FROM | IN_DELETE)
 
 
-@dataclass
-class PollTask:
-    """A django-q2 task row: ``started`` is when it was *enqueued* (django-q2 sets it in async_task)."""
-
-    enqueued: float
-    stopped: float | None
-    result: str = ""
-
-
 def _s(t: float | None, base: float | None, fmt: str = "{:+6.1f}") -> str:
     return fmt.format(t - base) if (t is not None and base is not None) else "-"
 
@@ -197,42 +188,17 @@ def decompose(acks: list[Ack], min_age: float) -> str:
     )
 
 
-def timeline(tasks: list[PollTask], firings: list[float], listings: list[float], t0: float, t1: float,
-             interval: float) -> list[str]:
-    """The poll tasks that ran while acks were written, their listings of the ack dir, and the gaps."""
-    out = []
-    shown = [f for f in firings if t0 - 70 <= f <= t1]
-    if len(shown) > 1:
-        steps = [b - a for a, b in zip(shown, shown[1:], strict=False)]
-        out.append(
-            f"  poll schedule fired (poll_all_due enqueued) at {' '.join(f'{f - t0:+.1f}' for f in shown)} s: "
-            f"every {statistics.mean(steps):.1f} s on average ({min(steps):.1f}-{max(steps):.1f} s)"
-        )
+def timeline(listings: list[float], t0: float, t1: float, interval: float) -> list[str]:
+    """The engine's listings of the ack dir while acks were written, and the gaps between them."""
     inside = [t for t in listings if t0 - 70 <= t <= t1]
-    claimed: set[float] = set()
-    for task in sorted(tasks, key=lambda t: t.enqueued):
-        end = task.stopped if task.stopped is not None else float("inf")
-        if end < t0 - 70 or task.enqueued > t1:
-            continue
-        mine = [t for t in inside if task.enqueued <= t <= end]
-        claimed.update(mine)
-        ended = f"ended {task.stopped - t0:+.1f}" if task.stopped is not None else "still running at the end"
-        out.append(f"  poll task enqueued {task.enqueued - t0:+.1f}, {ended}: listed the ack dir "
-                   f"{len(mine)}x at {' '.join(f'{t - t0:+.1f}' for t in mine)}")
-    rest = [t for t in inside if t not in claimed]
-    if rest:
-        out.append(f"  listings by a task still running at the end (or before the window): "
-                   f"{' '.join(f'{t - t0:+.1f}' for t in rest)}")
     gaps = [b - a for a, b in zip(inside, inside[1:], strict=False)]
-    if gaps:
-        long = [g for g in gaps if g > interval * 1.5]
-        span = max(t1 - t0, 1e-9)
-        out.append(
-            f"  between listings: median {statistics.median(gaps):.1f} s, longest {max(gaps):.1f} s; "
-            f"{len(long)} gaps over {interval * 1.5:g} s (one poll task had stopped, the next had not started), "
-            f"together {sum(long):.0f} s = {sum(long) / span:.0%} of the ack phase"
-        )
-    return out
+    if not gaps:
+        return []
+    long = [g for g in gaps if g > interval * 1.5]
+    span = max(t1 - t0, 1e-9)
+    return [f"  the ack dir was listed {len(inside)}x: between listings median {statistics.median(gaps):.1f} s, "
+            f"longest {max(gaps):.1f} s; {len(long)} gaps over {interval * 1.5:g} s, together {sum(long):.0f} s "
+            f"= {sum(long) / span:.0%} of the ack phase"]
 
 
 # -- the parent's summary ----------------------------------------------------------------------------------
