@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .base import ErrorCode, HostKeyError, RemoteFile, Step, Transport, TransportError, TransportSettings
+from .base import (
+    LISTING_LIMIT,
+    ErrorCode,
+    HostKeyError,
+    Listing,
+    RemoteFile,
+    Step,
+    Transport,
+    TransportError,
+    TransportSettings,
+)
 
 # kind -> (label, default port, "module:Class"); imported lazily so choosing
 # "local" never needs paramiko loaded.
@@ -34,10 +44,12 @@ def get_transport(settings: TransportSettings) -> Transport:
 
 
 __all__ = [
+    "LISTING_LIMIT",
     "TRANSPORTS",
     "TRANSPORT_CHOICES",
     "ErrorCode",
     "HostKeyError",
+    "Listing",
     "RemoteFile",
     "Step",
     "Transport",

@@ -24,11 +24,18 @@ from typing import TypeVar
 from .errors import ErrorCode, HostKeyError, TransportError, permanent
 from .lanes import run_parallel
 
-__all__ = ["ErrorCode", "HostKeyError", "RemoteFile", "Step", "Transport", "TransportError", "TransportSettings",
-           "permanent", "pinned_lines", "timed_step"]
+__all__ = ["LISTING_LIMIT", "ErrorCode", "HostKeyError", "Listing", "RemoteFile", "Step", "Transport", "TransportError",
+           "TransportSettings", "first_entries", "permanent", "pinned_lines", "timed_step"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+#: Directory entries a poll reads of one listing at most (``list_dir``'s ``limit``); the rest wait for the next
+#: listing.  A directory that an ERP, or a hostile server, fills without end then costs one listing of ~10 MB.
+LISTING_LIMIT = 10_000
+#: Characters of one entry name a listing keeps: more than any file system allows in a name (255 bytes on most).
+#: A longer name is counted and passed over, so a listing holds at most LISTING_LIMIT x this of names.
+LISTING_NAME_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,38 @@ class RemoteFile:
     name: str
     size: int
     mtime: float | None  # seconds since the epoch, None where the server does not say
+
+
+class Listing(list[RemoteFile]):
+    """The regular files ``list_dir`` read; ``truncated``: it stopped at its ``limit``, entries were left unread."""
+
+    def __init__(self, files: Iterable[RemoteFile] = (), *, truncated: bool = False) -> None:
+        super().__init__(files)
+        self.truncated = truncated
+
+
+def first_entries(entries: Iterable[T], limit: int | None, name: Callable[[T], str]) -> tuple[list[T], bool]:
+    """The first ``limit`` entries of a directory as a protocol reads them (all of them without a limit), and
+    whether more were left unread.
+
+    Every entry counts: files, directories, links, names to be skipped.  ``.`` and ``..`` (the directory and its
+    parent, which some servers list) are passed over once each without counting; a name longer than
+    LISTING_NAME_MAX counts but is not kept.  The entry after the limit is read only to tell "exactly ``limit``"
+    from "more": the caller stops the protocol's reading then (a generator is closed, a transfer ended).
+    """
+    kept: list[T] = []
+    counted, passed = 0, set[str]()
+    for entry in entries:
+        entry_name = name(entry)
+        if entry_name in (".", "..") and entry_name not in passed:
+            passed.add(entry_name)
+            continue
+        if counted == limit:
+            return kept, True
+        counted += 1
+        if len(entry_name) <= LISTING_NAME_MAX:
+            kept.append(entry)
+    return kept, False
 
 
 @dataclass
@@ -197,8 +236,12 @@ class Transport(ABC):
 
     # -- primitives every transport provides -------------------------------
     @abstractmethod
-    def list_dir(self, directory: str) -> list[RemoteFile]:
-        """Regular files of ``directory`` (not sub-directories)."""
+    def list_dir(self, directory: str, *, limit: int | None = None) -> Listing:
+        """Regular files of ``directory`` (not sub-directories), among at most ``limit`` of its entries.
+
+        The listing is read as it arrives and stops after ``limit`` entries (see ``first_entries``), so its memory
+        stays bounded whatever the server sends; ``Listing.truncated`` says entries were left unread.
+        """
 
     @abstractmethod
     def stat(self, path: str) -> RemoteFile | None:

@@ -18,24 +18,30 @@ import calendar
 import ftplib
 import io
 import posixpath
+import re
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 from .base import (
     ErrorCode,
+    Listing,
     RemoteFile,
     Transport,
     TransportError,
     TransportSettings,
+    first_entries,
 )
 from .deadline import Deadline, deadline
 
 _NOT_FOUND_WORDS = ("no such ", "not found", "does not exist", "doesn't exist", "cannot find", "can't find")
 _PERMISSION_WORDS = ("permission", "denied", "privilege", "not allowed", "forbidden", "read-only", "read only")
+_LINE_MAX = 8192  # bytes of one listing line (ftplib's own limit); a longer one is counted and passed over
+_SIZE = re.compile(r"[0-9]{1,20}")
+T = TypeVar("T")
 
 
 def _mtime(value: str | None) -> float | None:
@@ -51,6 +57,43 @@ def _mtime(value: str | None) -> float | None:
 def _facts(text: str) -> dict[str, str]:
     pairs = (fact.partition("=") for fact in text.split(";") if fact)
     return {key.lower(): val for key, _, val in pairs}
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes | None]:
+    """Each line of a listing without its line end; None for one longer than _LINE_MAX (read past, never kept)."""
+    while line := stream.readline(_LINE_MAX + 1):
+        if len(line) > _LINE_MAX and not line.endswith(b"\n"):
+            while (rest := stream.readline(_LINE_MAX + 1)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line.rstrip(b"\r\n")
+
+
+def _text(line: bytes | None) -> str:
+    """A listing line as text (ftplib's encoding); "" for one too long or not UTF-8 (counted, never kept)."""
+    try:
+        return "" if line is None else line.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
+def _mlsd_entry(line: bytes | None) -> tuple[str, RemoteFile | None]:
+    """``(name, the file or None)`` of an MLSD line (RFC 3659: ``fact=value;…; name``)."""
+    facts_text, _, name = _text(line).partition(" ")
+    facts = _facts(facts_text)
+    size = facts.get("size", "0")
+    if facts.get("type", "").lower() != "file" or not _SIZE.fullmatch(size):
+        return name, None  # a directory, a link; or a size no file has: passed over, not the whole listing
+    return name, RemoteFile(name, int(size), _mtime(facts.get("modify")))
+
+
+def _nlst_name(line: bytes | None) -> str:
+    return posixpath.basename(_text(line).rstrip("/"))  # some servers answer with paths
+
+
+def _name_of(entry: str | tuple[str, RemoteFile | None]) -> str:
+    return entry if isinstance(entry, str) else entry[0]
 
 
 def _close_quietly(ftp: ftplib.FTP) -> None:
@@ -280,30 +323,46 @@ class FTPTransport(Transport):
         self._mlsx = True
         return result
 
-    def list_dir(self, directory: str) -> list[RemoteFile]:
+    def list_dir(self, directory: str, *, limit: int | None = None) -> Listing:
         ftp = self._client()
         with self._errors("list", directory, probe=directory):
-            self._ascii = True
-            files = self._mlsx_call(lambda: [
-                RemoteFile(name, int(f.get("size", 0)), _mtime(f.get("modify")))
-                for name, f in ftp.mlsd(directory) if f.get("type", "").lower() == "file"
-            ])
-            if files is NotImplemented:
-                names = self._nlst(ftp, directory)
-        if files is NotImplemented:  # one deadline per file: a long listing is many operations, not one
-            files = [f for name in names if (f := self._fallback_entry(ftp, directory, name)) is not None]
-        return files
+            found = self._mlsx_call(lambda: self._listing(ftp, f"MLSD {directory}", limit, _mlsd_entry))
+            if found is not NotImplemented:
+                entries, truncated = found
+                return Listing((file for _name, file in entries if file is not None), truncated=truncated)
+            names, truncated = self._nlst(ftp, directory, limit)
+        # One deadline per file: a long listing is many operations, not one.  A cut-short NLST left the
+        # control connection stale: the SIZE and MDTM go over a new one.
+        ftp = self._client()
+        files = (self._fallback_entry(ftp, directory, name) for name in names if name not in ("", ".", ".."))
+        return Listing((f for f in files if f is not None), truncated=truncated)
 
-    @staticmethod
-    def _nlst(ftp: ftplib.FTP, directory: str) -> list[str]:
+    def _nlst(self, ftp: ftplib.FTP, directory: str, limit: int | None) -> tuple[list[str], bool]:
         try:
-            entries = ftp.nlst(directory)
+            return self._listing(ftp, f"NLST {directory}", limit, _nlst_name)
         except (ftplib.error_perm, ftplib.error_temp) as err:
             if "no files" in str(err).lower():  # some servers' answer for an empty directory
-                return []
+                return [], False
             raise
-        names = (posixpath.basename(entry.rstrip("/")) for entry in entries)  # some servers answer with paths
-        return [name for name in names if name not in ("", ".", "..")]
+
+    def _listing(self, ftp: ftplib.FTP, command: str, limit: int | None,
+                 entry: Callable[[bytes | None], T]) -> tuple[list[T], bool]:
+        """The entries of a listing ``command``, read a line at a time as far as ``limit`` (``first_entries``).
+
+        A listing cut short ends its transfer by closing the data connection; the server's reply to that is not
+        waited for (it would race an ABOR exchange), so the control connection is dropped: the next call reconnects.
+        """
+        ftp.voidcmd("TYPE A")  # as ftplib's listings: servers send them as text
+        self._ascii = True
+        with ftp.transfercmd(command) as conn, conn.makefile("rb") as stream:
+            found, truncated = first_entries(map(entry, _lines(stream)), limit, name=_name_of)
+            if truncated:
+                self._stale = True
+                return found, True
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()  # orderly TLS close, as ftplib does
+        ftp.voidresp()
+        return found, False
 
     def _fallback_entry(self, ftp: ftplib.FTP, directory: str, name: str) -> RemoteFile | None:
         """SIZE + MDTM for one NLST name; None for a directory (SIZE refuses them) or a file gone since."""

@@ -25,10 +25,12 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from .base import (
     ErrorCode,
+    Listing,
     RemoteFile,
     Transport,
     TransportError,
     TransportSettings,
+    first_entries,
     permanent,
 )
 
@@ -220,11 +222,12 @@ class LocalTransport(Transport):
             raise TransportError(f"{where} failed: {err.strerror or err}", code=ErrorCode.IO) from err
 
     # -- primitives ----------------------------------------------------------
-    def list_dir(self, directory: str) -> list[RemoteFile]:
+    def list_dir(self, directory: str, *, limit: int | None = None) -> Listing:
         """Regular files and symlinks (as themselves, never their targets); the poller files links away."""
-        files = []
         with self._errors("list", directory), self._dir(_parts(directory)) as fd, os.scandir(fd) as entries:
-            for entry in entries:
+            kept, truncated = first_entries(entries, limit, name=lambda entry: entry.name)
+            files = Listing(truncated=truncated)
+            for entry in kept:
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:  # removed while listing

@@ -23,19 +23,21 @@ import socket
 import stat as stat_mode
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from typing import Any
 
 import paramiko
 
-from . import sftp_pipeline
+from . import sftp_listing, sftp_pipeline
 from .base import (
     ErrorCode,
     HostKeyError,
+    Listing,
     RemoteFile,
     Transport,
     TransportError,
     TransportSettings,
+    first_entries,
     permanent,
     pinned_lines,
 )
@@ -327,10 +329,11 @@ class SFTPTransport(Transport):
         return sftp
 
     # -- primitives: each one operation under one deadline ----------------------
-    def list_dir(self, directory: str) -> list[RemoteFile]:
-        with self._operation("list", directory) as sftp:
-            entries = sftp.listdir_attr(directory)  # attributes come with the names: no stat per file
-        return [_remote_file(a.filename, a) for a in entries if a.st_mode is not None and stat_mode.S_ISREG(a.st_mode)]
+    def list_dir(self, directory: str, *, limit: int | None = None) -> Listing:
+        # Attributes come with the names (no stat per file); read as far as the limit, within one deadline.
+        with self._operation("list", directory) as sftp, closing(sftp_listing.read_dir(sftp, directory)) as entries:
+            kept, truncated = first_entries(entries, limit, name=lambda entry: entry.name)
+        return Listing((entry.file for entry in kept if entry.file is not None), truncated=truncated)
 
     def stat(self, path: str) -> RemoteFile | None:
         try:

@@ -71,9 +71,13 @@ class DrippingSFTPServer(AsyncSSHServer):
     async def _listen(self) -> None:
         self._acceptor = await asyncssh.listen(
             self.host, 0, server_host_keys=self._server_keys, server_factory=self._server_factory,
-            sftp_factory=lambda chan: _DrippingSFTP(chan, self), allow_scp=False, process_factory=None,
+            sftp_factory=self._sftp_server, allow_scp=False, process_factory=None,
         )  # fmt: skip
         self.port = self._acceptor.sockets[0].getsockname()[1]
+
+    def _sftp_server(self, chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
+        """The SFTP server of one session (a hook for subclasses)."""
+        return _DrippingSFTP(chan, self)
 
     def stop(self) -> None:
         self._stopping.set()  # every drip ends within one interval

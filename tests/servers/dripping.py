@@ -42,6 +42,9 @@ class DrippingFTPServer(LoopbackListener):
     """Use as a context manager; ``settings()`` gives TransportSettings for it (FTPS: certificate pinned)."""
 
     thread_name = "drip-ftp"
+    #: Commands answered over a data connection, and the fixed replies to the others (hooks for subclasses).
+    transfers: tuple[str, ...] = ("RETR", "MLSD")
+    replies: dict[str, str] = LOGIN_REPLIES
 
     def __init__(self, mode: str, *, tls: bool = False, interval: float = 0.2) -> None:
         assert mode in MODES, mode
@@ -93,8 +96,8 @@ class DrippingFTPServer(LoopbackListener):
                 ctrl = self._tls.wrap_socket(ctrl, server_side=True)
                 self._open.append(ctrl)
                 reader = ctrl.makefile("rb")
-            elif verb in LOGIN_REPLIES:
-                self._send(ctrl, LOGIN_REPLIES[verb])
+            elif verb in self.replies:
+                self._send(ctrl, self.replies[verb])
             elif verb == "QUIT":
                 if self.mode == "reply":
                     self._drip(ctrl, b"221-so long, and\r\n")
@@ -107,7 +110,7 @@ class DrippingFTPServer(LoopbackListener):
                 self._open.append(pasv)
                 port = pasv.getsockname()[1]
                 self._send(ctrl, f"227 Entering Passive Mode (127,0,0,1,{port >> 8},{port & 255})")
-            elif verb in ("RETR", "MLSD") and pasv is not None:
+            elif verb in self.transfers and pasv is not None:
                 self._transfer(ctrl, pasv, verb, arg)
                 pasv = None
             else:
@@ -127,13 +130,17 @@ class DrippingFTPServer(LoopbackListener):
             data = self._tls.wrap_socket(data, server_side=True)
         self._open.append(data)
         with data:
-            if self.mode == "data" and "drip" in path:
-                self._drip(data, b"type=file;size=1; a\r\n" if verb == "MLSD" else b"x", then=b"x")
-            data.sendall(b"type=file;size=3;modify=20231114221320; ok.json\r\n" if verb == "MLSD" else b"abc")
+            self._payload(data, verb, path)
             if isinstance(data, ssl.SSLSocket):
                 with contextlib.suppress(OSError, ssl.SSLError):
                     data.unwrap()
         self._send(ctrl, "226 transfer complete")
+
+    def _payload(self, data: socket.socket, verb: str, path: str) -> None:
+        """What a transfer sends over its data connection."""
+        if self.mode == "data" and "drip" in path:
+            self._drip(data, b"type=file;size=1; a\r\n" if verb == "MLSD" else b"x", then=b"x")
+        data.sendall(b"type=file;size=3;modify=20231114221320; ok.json\r\n" if verb == "MLSD" else b"abc")
 
     # -- helpers -------------------------------------------------------------------
     def _send(self, sock: socket.socket, reply: str) -> None:
