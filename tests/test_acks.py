@@ -7,7 +7,16 @@ from uuid import UUID
 
 import pytest
 
-from connectors.contract.acks import ACK_MAX_BYTES, ACK_MAX_DEPTH, Ack, MalformedAck, classify_name, parse_ack
+from connectors.contract.acks import (
+    ACK_MAX_BYTES,
+    ACK_MAX_DEPTH,
+    ACK_MAX_VALUES,
+    Ack,
+    MalformedAck,
+    classify_name,
+    parse_ack,
+)
+from connectors.contract.clipped import ACK_ERRORS_MAX_CHARS, ACK_MAX_ERRORS, ACK_TEXT_MAX
 
 EXPORT_ID = "3f0c8a4e-5b1e-4c8e-9a51-0e2f6a7d9b10"
 EXPORT_NAME = "20261126T120501Z_acme_PO-2026-0042_3f0c8a4e.json"
@@ -167,7 +176,67 @@ def test_recursion_error_is_a_fallback(monkeypatch):
     # Should the pre-scan ever be out-run, the parser's own recursion guard still
     # ends in MalformedAck, never in an uncaught RecursionError.
     monkeypatch.setattr("connectors.contract.acks.ACK_MAX_DEPTH", 10**9)
+    monkeypatch.setattr("connectors.contract.acks.ACK_MAX_VALUES", 10**9)
     assert "nested deeper" in reason("ack_x.json", b"[" * 1_000_000)
+
+
+def width_bomb(size: int = ACK_MAX_BYTES) -> bytes:
+    """``{"errors":[{},{},…]}`` of ``size`` bytes: 350,000 objects in 1 MiB."""
+    head, tail = b'{"errors":[', b"]}"
+    return head + b",".join([b"{}"] * ((size - len(head) - len(tail) + 1) // 3)) + tail
+
+
+def test_a_width_bomb_is_refused_before_it_is_built():
+    data = width_bomb()
+    assert len(data) <= ACK_MAX_BYTES and json.loads(data)  # valid JSON within the byte limit and the depth
+    assert reason("error_x.json", data) == f"more than {ACK_MAX_VALUES} JSON values"
+
+
+def test_values_are_counted_outside_strings_nested_ones_too():
+    assert parse_ack("error_x.json", json.dumps({"message": ", [{}] " * 100_000}).encode()).message
+    within = {"errors": [{}] * (ACK_MAX_VALUES - 2)}  # the object, the array and its elements
+    assert len(parse_ack("error_x.json", json.dumps(within).encode()).body["errors"]) == ACK_MAX_VALUES - 2
+    one_more = json.dumps({"errors": [{}] * (ACK_MAX_VALUES - 2), "x": 1}).encode()
+    assert reason("error_x.json", one_more) == f"more than {ACK_MAX_VALUES} JSON values"
+
+
+def test_long_texts_are_clipped_where_they_are_stored_and_kept_whole_in_the_body():
+    errors = [{"code": f"E{n}", "message": f"line {n}: " + "x" * 50_000, "line_number": n} for n in range(5)]
+    data = json.dumps({"status": "rejected", "message": "m" * 50_000, "errors": errors}).encode()
+    ack = parse_ack("error_x.json", data)
+    assert ack.message == "m" * (ACK_TEXT_MAX - 1) + "…"
+    assert [e["message"][:8] for e in ack.errors] == [f"line {n}: " for n in range(5)]
+    assert all(len(e["message"]) == ACK_TEXT_MAX and e["message"].endswith("…") for e in ack.errors)
+    assert [(e["code"], e["line_number"]) for e in ack.errors] == [(f"E{n}", n) for n in range(5)]
+    assert ack.body == json.loads(data)
+
+
+def test_errors_kept_are_bounded_and_the_rest_counted():
+    many = [{"code": "UNKNOWN_SKU", "message": f"SKU-{n} is not in the item master", "line_number": n}
+            for n in range(250)]
+    ack = parse_ack("error_x.json", json.dumps({"errors": many}).encode())
+    assert ack.errors[:ACK_MAX_ERRORS] == many[:ACK_MAX_ERRORS]
+    assert ack.errors[ACK_MAX_ERRORS:] == [{"message": "… and 150 more errors (all in the ERP's answer)"}]
+    assert len(ack.body["errors"]) == 250
+    wordy = [{"message": f"{n} " + "w" * (ACK_TEXT_MAX * 2)} for n in range(50)]
+    ack = parse_ack("error_x.json", json.dumps({"errors": wordy}).encode())
+    assert 1 < len(ack.errors) < 50 and len(json.dumps(ack.errors[:-1])) <= ACK_ERRORS_MAX_CHARS
+    assert ack.errors[-1] == {"message": f"… and {51 - len(ack.errors)} more errors (all in the ERP's answer)"}
+
+
+def test_an_error_out_of_contract_is_stored_bounded():
+    nested = {"sku": "A" * 10, "where": [1, 2]}
+    error = {"details": nested, "trace": ["t" * 100] * 100, **{f"k{n}": n for n in range(100)}, "k" * 5000: 1}
+    stored = parse_ack("error_x.json", json.dumps({"errors": [error]}).encode()).errors[0]
+    assert stored["details"] == nested  # short: kept as it is
+    assert stored["trace"] == json.dumps(error["trace"])[:ACK_TEXT_MAX - 1] + "…"
+    assert len(stored) == 20 and "k" * 5000 not in stored
+
+
+def test_a_duplicate_key_is_named_briefly():
+    key = "k" * 10_000
+    assert reason("error_x.json", json.dumps({key: 1}).encode()[:-1] + b', "' + key.encode() + b'": 2}') == \
+        f"not valid JSON: duplicate key {'k' * 59 + '…'!r}"
 
 
 def test_ack_is_frozen():

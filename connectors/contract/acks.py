@@ -13,6 +13,13 @@ Decisions where the spec is silent:
 * Duplicate keys, NaN/Infinity (also as an overflowing literal such as
   1e400) and nesting deeper than ACK_MAX_DEPTH are malformed: the meaning
   of such a file is not clear enough to act on.
+* More than ACK_MAX_VALUES JSON values is malformed, refused before
+  ``json.loads`` builds them: no ERP answer needs that many, and a 1 MiB
+  ``{"errors":[{},{},…]}`` would be 350,000 objects to build, check and store.
+* The ERP's texts in the parsed fields (``message``, ``status``, each error's
+  strings) are clipped, and ``errors`` keeps the first ones (``clipped``):
+  they go into events, rows, log lines and mails.  ``body`` keeps the whole
+  answer.
 * An ``ack_`` file must say ``"status": "accepted"`` and carry a non-empty
   ``erp_order_number`` (string, or an integer which becomes a string): it
   confirms an order and stores that number on the draft, so a missing or
@@ -30,10 +37,14 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from .jsontext import nested_deeper_than
+from .clipped import clip, stored_errors
+from .jsontext import measure
 
 ACK_MAX_BYTES = 1024 * 1024
 ACK_MAX_DEPTH = 32
+#: JSON values an ack may hold, nested ones included.  An ack has a handful, an error file ~4 per error; at
+#: 10,000 one file parses in milliseconds into ~1 MB, so the poller's chunk of 100 files stays small.
+ACK_MAX_VALUES = 10_000
 #: What the database holds for an ERP order number (ERPExport.erp_order_number, DraftOrder.erp_order_id).
 ERP_ORDER_NUMBER_MAX = 255
 _BOM = b"\xef\xbb\xbf"
@@ -57,9 +68,11 @@ class Ack:
     name_key: str  # the <anything> of ack_<anything>.json
     status: str | None
     erp_order_number: str | None
-    message: str | None
-    errors: list[dict[str, Any]]
-    body: dict[str, Any]  # the whole object, unknown keys included
+    message: str | None  # clipped to ACK_TEXT_MAX
+    errors: list[dict[str, Any]]  # the first ones, texts clipped (clipped.stored_errors)
+    # The whole object, unknown keys included: stored as the ERP's answer (ERPExport.ack_body) and downloadable.
+    # Not clipped, and bounded all the same: a file has at most ACK_MAX_BYTES and ACK_MAX_VALUES.
+    body: dict[str, Any]
 
 
 def classify_name(name: str) -> tuple[str, str] | None:
@@ -104,7 +117,7 @@ def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {clip(key, 60)!r}")
         obj[key] = value
     return obj
 
@@ -131,8 +144,11 @@ def _load(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise MalformedAck(f"not UTF-8: invalid byte at offset {err.start}") from err
-    if nested_deeper_than(text, ACK_MAX_DEPTH):
+    shape = measure(text, max_depth=ACK_MAX_DEPTH, max_values=ACK_MAX_VALUES)
+    if shape.depth > ACK_MAX_DEPTH:
         raise MalformedAck(f"JSON nested deeper than {ACK_MAX_DEPTH} levels")
+    if shape.values > ACK_MAX_VALUES:
+        raise MalformedAck(f"more than {ACK_MAX_VALUES} JSON values")
     try:
         return json.loads(text, object_pairs_hook=no_duplicate_keys,
                           parse_constant=_reject_constant, parse_float=_finite_float)
@@ -245,11 +261,13 @@ def parse_ack(name: str, data: bytes) -> Ack:
     errors = _errors(body)
     if kind == "ack":
         if status != "accepted":
-            raise MalformedAck(f"an ack_ file needs \"status\": \"accepted\", got {status!r}")
+            shown = status if status is None else clip(status, 60)
+            raise MalformedAck(f"an ack_ file needs \"status\": \"accepted\", got {shown!r}")
         if erp_order_number is None:
             raise MalformedAck("an ack_ file needs 'erp_order_number'")
     elif status == "accepted":
         raise MalformedAck("an error_ file says \"status\": \"accepted\"")
     return Ack(kind=kind, export_id=export_id, export_filename=export_filename,
-               name_key=name_key, status=status, erp_order_number=erp_order_number,
-               message=message, errors=errors, body=body)
+               name_key=name_key, status=status if status is None else clip(status),
+               erp_order_number=erp_order_number, message=message if message is None else clip(message),
+               errors=stored_errors(errors), body=body)
