@@ -239,6 +239,21 @@ def test_a_duplicate_key_is_named_briefly():
         f"not valid JSON: duplicate key {'k' * 59 + '…'!r}"
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    (r'{"message": "a\u0000b"}', "the object.message contains a NUL character"),
+    (r'{"message": "\uD800"}', "the object.message contains an unpaired surrogate (\\ud800)"),
+    (r'{"\udfff": 1}', "a key in the object contains an unpaired surrogate"),
+    (r'{"errors": [{"code": "\u0000"}]}', "the object.errors[0].code contains a NUL character"),
+])
+def test_strings_a_database_cannot_store_are_refused(text, expected):
+    assert expected in reason("error_x.json", text.encode())
+
+
+def test_escapes_that_are_fine_stay_fine():
+    ack = parse_ack("error_x.json", rb'{"message": "\ud83d\ude00 \\u0000 \u00e9"}')
+    assert ack.message == "\U0001F600 \\u0000 \u00e9"
+
+
 def test_ack_is_frozen():
     ack = parse_ack(ACK_NAME, SPEC_ACK)
     with pytest.raises(AttributeError):
