@@ -188,6 +188,9 @@ class EncryptedTextField(models.TextField):
     means "new plaintext", encrypted on save.
     """
 
+    #: No admin URL may filter by it (orderflow/admin_lookups.py): its ciphertext is no one's to probe.
+    secret = True
+
     def from_db_value(self, value: str | None, expression: object, connection: object) -> Sealed | str | None:
         if not value:
             return value

@@ -57,6 +57,12 @@ def test_no_secret_appears_anywhere(conn: ERPConnection, admin_client: Client, m
     assert failed_save.status_code == 200 and "This field is required" in failed_save.content.decode()
     texts.append(failed_save.content.decode())
     texts.append(admin_client.post(reverse("admin:connectors_erpconnection_test", args=[conn.pk])).content.decode())
+    # The filter oracle (issue 18): a lookup on a secret column is refused, never answered with rows or not.
+    token = ERPConnection.objects.get(pk=conn.pk).password.token
+    for lookup in ("password__regex", "password__startswith", "password"):
+        probe = admin_client.get(reverse("admin:connectors_erpconnection_changelist"), {lookup: token[:8]})
+        assert probe.status_code == 400, lookup
+        texts.append(probe.content.decode())
 
     # A crash in the form under DEBUG=True: the technical 500 page must mask what was typed.
     settings.DEBUG = True
