@@ -120,8 +120,18 @@ def pin_host_key_view(model_admin: admin.ModelAdmin, request: HttpRequest, conn:
     except (ValueError, PinError) as err:
         messages.error(request, str(err) if isinstance(err, PinError) else "No test was named; nothing was pinned.")
     else:
-        pin_host_key(connection=conn, host_key=key, user=request.user.get_username())
+        pinned = pin_host_key(connection=conn, host_key=key, user=request.user.get_username())
+        if not pinned.changed:
+            messages.info(request, "That key is pinned already; nothing changed.")
+            return HttpResponseRedirect(reverse("admin:connectors_erpconnection_test", args=[conn.pk]))
         messages.success(request, "Key pinned. Run the test again to check the connection with it.")
+        if pinned.cleared:
+            names = ", ".join(n.replace("_", " ") for n in pinned.cleared)
+            messages.warning(request, f"The stored {names} belonged to the server that had the old key and were "
+                                      "cleared: type them again on the connection's page before testing.")
+        if pinned.ca_dropped:
+            messages.warning(request, "From now on only this certificate is accepted; the certificate authorities "
+                                      "are no longer asked. Pin the server's next certificate before it changes.")
         failed = failed_exports(conn).count()
         if failed:
             messages.warning(request, f"{failed} export(s) of this connection failed for good; once the test passes, "

@@ -174,9 +174,10 @@ class ERPConnection(models.Model):
     def _keep_secrets_with_their_endpoint(self) -> list[str]:
         """Clear stored secrets not typed again when the endpoint changed; returns the fields cleared.
 
-        Pinning keys in addition to those pinned (the first pin, or a second key while the server rotates)
-        keeps them: the server they were typed for is still trusted.  Replacing or removing a pinned key,
-        or changing transport, host, port or user name, does not.
+        A key the server itself presented, pinned through the test page (``pinned_from_server``) in addition
+        to those pinned (the first pin) keeps them: the server they were typed for is still trusted.  Any other
+        change of the pinned keys (a pasted line, a replaced or removed key), or of transport, host, port or
+        user name, clears them: they go to no server an editor chose until someone types them again.
         """
         current = self.endpoint_digest()
         previous = self.secrets_endpoint
@@ -185,6 +186,7 @@ class ERPConnection(models.Model):
             only_keys_added = set(pinned_lines(stored_key)) <= set(pinned_lines(self.host_key)) and previous == (
                 endpoint_digest(transport=self.transport, host=self.host, port=self.effective_port,
                                 username=self.username, host_key=stored_key))
+            only_keys_added = only_keys_added and getattr(self, "pinned_from_server", False)
             if not only_keys_added:
                 cleared = [n for n in SECRET_FIELDS if isinstance(getattr(self, n), Sealed)]
                 for name in cleared:

@@ -43,7 +43,7 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
                        "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("organization", "name", "is_active", "transport")}),
-        ("Server", {"fields": ("host", "port", "username", "host_key", "connect_timeout_seconds",
+        ("Server", {"fields": ("host", "port", "username", "host_key", "identity_check", "connect_timeout_seconds",
                                "operation_timeout_seconds")}),
         ("Credentials (write-only)", {"fields": CREDENTIALS}),
         ("Directories", {"fields": ("export_path", "ack_path", "processed_path", "failed_path", "temp_suffix")}),
@@ -97,7 +97,9 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
         return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: ERPConnection | None = None) -> tuple[str, ...]:
-        return (*self.readonly_fields, "credentials", "client_public_key")
+        # The pinned keys decide where the secrets go: only those who may pin change them (issue 18).
+        pinned = () if request.user.has_perm("connectors.pin_host_key") else ("host_key",)
+        return (*self.readonly_fields, "credentials", "client_public_key", "identity_check", *pinned)
 
     class Media:
         js = ("connectors/connection_form.js",)  # shows the fields of the chosen transport only
@@ -146,6 +148,21 @@ class ERPConnectionAdmin(OrganizationScopedAdmin):
         stored = [label for name, label in (("password", "a password"), ("private_key", "a private key"),
                                             ("private_key_passphrase", "a passphrase")) if getattr(obj, name)]
         return "Stored: " + ", ".join(stored) if stored else "None stored."
+
+    @admin.display(description="Server identity check")
+    def identity_check(self, obj: ERPConnection) -> str:
+        """Which check applies now: an FTPS pin replaces the certificate authorities, which must never be silent."""
+        if obj.transport == "ftps":
+            if obj.host_key.strip():
+                return ("Pinned certificate: only the pinned certificate is accepted; the certificate authorities "
+                        "are not asked. Pin the server's new certificate before it changes.")
+            return ("Certificate authorities: the server's certificate is checked against the system's certificate "
+                    "authorities and the host name. Pinning a certificate replaces this check with the pin.")
+        if obj.transport == "sftp":
+            return ("Pinned host key: the server must present a pinned key before any credential is sent."
+                    if obj.host_key.strip() else "No host key is pinned: nothing is sent until one is pinned "
+                    "(test the connection to see the server's key).")
+        return "—"
 
     @admin.display(description="Preview of the file")
     def mapping_preview(self, obj: ERPConnection) -> str:

@@ -136,14 +136,24 @@ def presented_key(*, connection: ERPConnection, event_id: int) -> str:
     return str(key)
 
 
-def pin_host_key(*, connection: ERPConnection, host_key: str, user: str) -> None:
-    """Trust ``host_key`` (as the server presented it in a test) for this connection.
+@dataclass
+class Pinned:
+    changed: bool  # False: that key was pinned already; nothing was saved
+    cleared: list[str]  # the stored secrets the pin cleared (a replaced key: maybe another server)
+    ca_dropped: bool  # FTPS: the certificate authorities are no longer asked, only the pin
 
-    Replacing a pinned key clears the stored secrets (connectors/endpoints.py): they were typed for the
-    server that had the old key.
+
+def pin_host_key(*, connection: ERPConnection, host_key: str, user: str) -> Pinned:
+    """Trust ``host_key`` (as the server presented it in a test) for this connection, recorded with who.
+
+    A first pin keeps the stored secrets; replacing a pinned key clears them (connectors/endpoints.py):
+    they were typed for the server that had the old key.
     """
     previous = connection.host_key.strip()
+    if host_key.strip() == previous:
+        return Pinned(changed=False, cleared=[], ca_dropped=False)
     connection.host_key = host_key.strip()
+    connection.pinned_from_server = True
     connection.save(update_fields=["host_key", "updated_at"])
     cleared = getattr(connection, "secrets_cleared", [])
     record_event(
@@ -155,6 +165,7 @@ def pin_host_key(*, connection: ERPConnection, host_key: str, user: str) -> None
         + (f"; the stored {', '.join(cleared)} were cleared and must be typed again" if cleared else ""),
         details={"previous": previous, "pinned": connection.host_key},
     )
+    return Pinned(changed=True, cleared=cleared, ca_dropped=connection.transport == "ftps" and not previous)
 
 
 def _fingerprint(key: str) -> str:

@@ -133,13 +133,14 @@ def test_switching_to_ftp_with_the_same_host_clears_it_too(staff: Client, org, s
 
 def test_a_replaced_host_key_clears_the_secrets_but_a_first_pin_keeps_them(org, sftp_settings, sftp_dir,
                                                                           sshd_server) -> None:
+    from connectors.services.connection_test import pin_host_key
+
     unpinned = connection_from(sftp_settings(host_key=""), org, export_path=str(sftp_dir), ack_path=str(sftp_dir))
     assert unpinned.private_key
-    unpinned.host_key = sshd_server.host_keys["ed25519"]
-    unpinned.save()
-    assert ERPConnection.objects.get(pk=unpinned.pk).private_key  # the first pin completes the endpoint
-    unpinned.host_key = sshd_server.host_keys["ecdsa"]  # replacing a pinned key: another server, maybe
-    unpinned.save()
+    pinned = pin_host_key(connection=unpinned, host_key=sshd_server.host_keys["ed25519"], user="alice")
+    assert pinned.cleared == [] and ERPConnection.objects.get(pk=unpinned.pk).private_key  # the first pin completes
+    pinned = pin_host_key(connection=unpinned, host_key=sshd_server.host_keys["ecdsa"], user="alice")
+    assert "private_key" in pinned.cleared  # replacing a pinned key: another server, maybe
     assert not ERPConnection.objects.get(pk=unpinned.pk).private_key
 
 
@@ -161,11 +162,10 @@ def test_a_change_that_bypasses_save_never_gets_the_secret(ftp_conn: ERPConnecti
     assert "saved for another server" in ERPExport.objects.get().last_error
 
 
-def test_pinning_a_second_key_for_a_rotation_keeps_the_secrets(org, sftp_settings, sftp_dir, sshd_server) -> None:
+def test_a_second_key_pasted_for_a_rotation_asks_for_the_secrets_again(org, sftp_settings, sftp_dir,
+                                                                       sshd_server) -> None:
+    """Issue 18: "only keys added" kept them, so a key pasted by anyone who could edit the form got them."""
     conn = connection_from(sftp_settings(), org, export_path=str(sftp_dir), ack_path=str(sftp_dir))
     conn.host_key = f"{sshd_server.host_keys['ed25519']}\n{sshd_server.host_keys['ecdsa']}"  # one more, none gone
-    conn.save()
-    assert ERPConnection.objects.get(pk=conn.pk).transport_settings().private_key  # kept
-    conn.host_key = sshd_server.host_keys["ecdsa"]  # the old one removed: a replacement
     conn.save()
     assert not ERPConnection.objects.get(pk=conn.pk).private_key
