@@ -18,8 +18,8 @@ from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from connectors.outbound import delivery, pushing
 from connectors.tasks import sweep
-from connectors.work.engine import Engine
 from connectors.transports.local import LocalTransport
+from connectors.work.engine import Engine
 from orderflow.models import DraftOrder
 from tests.fixtures.dropzones import names
 
