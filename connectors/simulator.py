@@ -22,7 +22,7 @@ from uuid import UUID
 
 from .contract import payloads
 from .contract.acks import no_duplicate_keys
-from .transports import ErrorCode, RemoteFile, Transport, TransportError
+from .transports import LISTING_LIMIT, ErrorCode, RemoteFile, Transport, TransportError
 
 EXPORT_MAX_BYTES = 8 * 1024 * 1024  # far above any real order; bounds what one file can cost us
 MAX_FILES_PER_PASS = 500
@@ -288,7 +288,7 @@ class ERPSimulator:
 
     def _candidates(self, transport: Transport) -> tuple[list[RemoteFile], int]:
         """Export files oldest first, and how many other files were left alone."""
-        files = transport.list_dir(self.settings.export_dir)
+        files = transport.list_dir(self.settings.export_dir, limit=LISTING_LIMIT)  # the rest in the next pass
         # Never a temp file (orderflow is still writing it) nor a dot-file (orderflow's connection probe).
         taken = [f for f in files if f.name.endswith(".json") and not f.name.startswith(".")
                  and not f.name.endswith(self.settings.temp_suffix)]
@@ -310,7 +310,7 @@ class ERPSimulator:
         """List, check and answer up to ``max_files`` export files; TransportError if the dropzone fails."""
         files, ignored = self._candidates(transport)
         report = PassReport(ignored=ignored)
-        answered = {f.name for f in transport.list_dir(self.settings.ack_dir)}
+        answered = {f.name for f in transport.list_dir(self.settings.ack_dir, limit=LISTING_LIMIT)}
         now = self._note(files)
         handled = 0
         for item in files:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +32,7 @@ from ..contract.acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ac
 from ..models import ConnectorEvent, ERPConnection, ERPExport
 from ..services.events import EventSpec, record_events
 from ..services.lifecycle import AWAITING_ANSWER
-from ..transports import ErrorCode, RemoteFile, Transport, TransportError
+from ..transports import LISTING_LIMIT, ErrorCode, RemoteFile, Transport, TransportError
 from ..work.budget import Budget, StopCheck, cut_off_error, never
 from ..work.claims import Kind, claim, unclaimed
 from ..work.leases import Lease
@@ -40,7 +40,8 @@ from ..work.sessions import Session
 from .answers import TO_FAILED, Handled, apply_acks
 
 MAX_ACKS_PER_POLL = 2000  # one run ends well inside its budget; the rest is due again at once
-CHUNK = 100  # acks read, applied (one transaction) and moved together
+CHUNK = 100  # acks read, applied (one transaction) and moved together ...
+CHUNK_BYTES = 8 * 1024 * 1024  # ... or fewer, so that a chunk's files hold at most this much (plus one file)
 RECHECK_MIN_SECONDS = 1.0  # a file that will be old enough sooner is looked at again after this long
 INBOX_LOOK_SECONDS = 60  # a connection's inbox (our export dir) is listed at most this often
 BACKOFF_MAX_SECONDS = 900  # failed polls back off (interval x 2^n) up to this, or the interval if longer
@@ -55,6 +56,7 @@ class PollReport:
     error: str = ""
     code: str = ""  # the fault's ErrorCode when the poll failed
     more: bool = False  # files were left for the next run (MAX_ACKS_PER_POLL, or the job's slice ran out)
+    crowded: bool = False  # the ack dir holds more than LISTING_LIMIT entries: only the first are read
     ready_in: float | None = None  # a file seen waiting will be old enough in this many seconds
     inbox: dict[str, float] | None = None  # our files still in the ERP's inbox -> first seen (our clock)
 
@@ -69,7 +71,9 @@ class PollReport:
         if self.error:
             return f"{self.connection}: poll failed: {self.error}"
         counts = ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items())) or "no ack files"
-        return f"{self.connection}: {counts}"
+        crowded = (f"; the ack dir holds more than {LISTING_LIMIT} entries: each poll reads the first "
+                   f"{LISTING_LIMIT} (move other files out of it)") if self.crowded else ""
+        return f"{self.connection}: {counts}{crowded}"
 
 
 def awaiting_answers() -> Exists:
@@ -122,6 +126,20 @@ class _Observations:
         return self.current[item.name][2] + self.min_age
 
 
+def _chunks(ready: list[RemoteFile]) -> Iterator[list[RemoteFile]]:
+    """Up to CHUNK files, and no more than CHUNK_BYTES of them (by their listed size) unless a file alone is."""
+    chunk: list[RemoteFile] = []
+    size = 0
+    for item in ready:
+        if chunk and (len(chunk) == CHUNK or size + item.size > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item.size
+    if chunk:
+        yield chunk
+
+
 def _read(directory: str) -> Callable[[Transport, list[RemoteFile]], list[bytes | TransportError]]:
     def read(lane: Transport, items: list[RemoteFile]) -> list[bytes | TransportError]:
         return lane.read_many(directory, items, max_bytes=ACK_MAX_BYTES)
@@ -152,9 +170,12 @@ class _Poll:
     def _look_at_inbox(self) -> None:
         """Which of our files the ERP has not taken yet (one listing): for "the ERP stopped consuming" alerts."""
         suffix, seen, now = self.transport.settings.temp_suffix, self.conn.inbox_seen or {}, _clock()
-        names = [f.name for f in self.transport.list_dir(self.conn.export_path)
+        listing = self.transport.list_dir(self.conn.export_path, limit=LISTING_LIMIT)
+        names = [f.name for f in listing
                  if f.name.endswith(".json") and not f.name.startswith(".") and not f.name.endswith(suffix)]
         self.report.inbox = {name: seen.get(name, now) for name in names}
+        if listing.truncated:  # the files not listed this time are not gone: keep when they were first seen
+            self.report.inbox = {**seen, **self.report.inbox}
 
     def _keep(self) -> None:
         if not self.lease.keep():
@@ -163,7 +184,9 @@ class _Poll:
 
     def _pass(self) -> float | None:
         """List, handle what is ready; seconds until the next waiting file is ready (None: none waits)."""
-        listing = [f for f in self.transport.list_dir(self.conn.ack_path) if classify_name(f.name)]
+        listed = self.transport.list_dir(self.conn.ack_path, limit=LISTING_LIMIT)
+        self.report.crowded = listed.truncated
+        listing = [f for f in listed if classify_name(f.name)]
         now = _clock()
         ready, soonest = [], None
         for item in sorted(listing, key=lambda f: f.name):
@@ -180,12 +203,15 @@ class _Poll:
             ready, self.report.more = ready[:MAX_ACKS_PER_POLL], True
         if ready:
             self.session.ensure_dirs(self.conn.effective_processed_path, self.conn.effective_failed_path)
-        for start in range(0, len(ready), CHUNK):
-            if start and self.should_stop():  # the job's slice is spent: the rest in its next turn
+        for number, chunk in enumerate(_chunks(ready)):
+            if number and self.should_stop():  # the job's slice is spent: the rest in its next turn
                 self.report.more = True
                 break
             self._keep()
-            self._chunk(ready[start:start + CHUNK])
+            self._chunk(chunk)
+        # Entries beyond the listing's limit: read again at once while this run filed some (the listing then
+        # reaches further); a directory crowded with other files is read at the usual interval.
+        self.report.more = self.report.more or (listed.truncated and bool(self.gone))
         return soonest
 
     def _note_changes(self) -> None:

@@ -15,7 +15,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 
 from ..models import ConnectorEvent, ERPConnection
-from ..transports import HostKeyError, Step, Transport, TransportError, get_transport
+from ..transports import LISTING_LIMIT, HostKeyError, Step, Transport, TransportError, get_transport
 from ..transports.base import timed_step
 from .events import record_event
 
@@ -65,8 +65,9 @@ def _dropzone_steps(conn: ERPConnection, transport: Transport, steps: list[Step]
         step.detail = f"wrote, renamed and deleted {probe} in {conn.export_path}"
 
     def ack_listable(step: Step) -> None:
-        files = transport.list_dir(conn.ack_path)
-        step.detail = f"{len(files)} file(s) in {conn.ack_path}"
+        files = transport.list_dir(conn.ack_path, limit=LISTING_LIMIT)
+        step.detail = (f"{len(files)} file(s) in {conn.ack_path}" if not files.truncated else
+                       f"more than {LISTING_LIMIT} entries in {conn.ack_path}: each poll reads the first ones")
 
     def archive_dirs(step: Step) -> None:
         for path in (conn.effective_processed_path, conn.effective_failed_path):

@@ -335,3 +335,48 @@ def test_a_drain_over_several_runs_looks_at_the_erps_inbox_once(dropzone: Dropzo
     assert [r.outcomes for r in reports] == [{"accepted": 2}, {"accepted": 2}, {"accepted": 1}]
     assert listed.count(dropzone.connection.export_path) == 1
     assert list(ERPConnection.objects.get().inbox_seen) == ["f4.json"]  # what the alert reads
+
+
+@pytest.mark.parametrize("dropzone", ["local"], indirect=True)
+def test_an_ack_dir_longer_than_a_listing_is_read_over_several_polls(dropzone: Dropzone, make_draft,
+                                                                    monkeypatch) -> None:
+    """Issue 17: a listing reads at most LISTING_LIMIT entries (memory stays bounded whatever a server sends);
+    while a poll files acks, the next one comes at once and its listing reaches further."""
+    from connectors.work.jobs import drain_polls
+
+    monkeypatch.setattr(polling, "LISTING_LIMIT", 4)
+    for n in range(10):
+        export = ERPExport.objects.create(draft=make_draft(order_number=f"PO-{n}", status="PUSHED"),
+                                          connection=dropzone.connection, status="SENT", filename=f"f{n}.json")
+        dropzone.put_ack(f"ack_f{n}.json", ack_body(export))
+    reports = list(drain_polls(ERPConnection.objects.get()))
+    assert sum(r.outcomes.get("accepted", 0) for r in reports) == 10 and len(reports) >= 3
+    assert all(r.handled <= 4 for r in reports) and reports[0].crowded
+    assert ERPExport.objects.filter(status="ACKED").count() == 10
+
+
+@pytest.mark.parametrize("dropzone", ["local"], indirect=True)
+def test_an_ack_dir_crowded_with_other_files_says_so(dropzone: Dropzone, sent_export: ERPExport,
+                                                     monkeypatch) -> None:
+    monkeypatch.setattr(polling, "LISTING_LIMIT", 4)
+    for n in range(10):
+        dropzone.put_ack(f"readme-{n}.txt", b"not an ack")
+    report = poll(dropzone)
+    assert report.crowded and not report.more  # not polled again at once: the same files would be listed
+    message = ERPConnection.objects.get().last_poll_message
+    assert "the ack dir holds more than 4 entries: each poll reads the first 4" in message
+
+
+def test_a_chunk_of_acks_holds_at_most_a_few_megabytes() -> None:
+    """100 valid 1 MiB error files read in one chunk took 361 MB (helper measurement, issue 17)."""
+    from connectors.inbound.polling import CHUNK, CHUNK_BYTES, _chunks
+    from connectors.transports import RemoteFile
+
+    big = [RemoteFile(f"error_{n}.json", 1024 * 1024, None) for n in range(100)]
+    chunks = list(_chunks(big))
+    assert sum(len(c) for c in chunks) == 100
+    assert all(sum(f.size for f in c) <= CHUNK_BYTES for c in chunks)
+    small = [RemoteFile(f"ack_{n}.json", 300, None) for n in range(250)]
+    assert [len(c) for c in _chunks(small)] == [CHUNK, CHUNK, 50]
+    huge = [RemoteFile("ack_x.json", CHUNK_BYTES * 2, None)]
+    assert list(_chunks(huge)) == [huge]  # a file alone goes alone
