@@ -108,11 +108,13 @@ def _open_file(dir_fd: int, name: str, flags: int, shown: str) -> int:
 
 
 def _require_regular(fd: int) -> None:
-    mode = os.fstat(fd).st_mode
-    if S_ISDIR(mode):
+    st = os.fstat(fd)
+    if S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, "Is a directory")
-    if not S_ISREG(mode):  # FIFO, socket, device: not a file an ERP exchanges
+    if not S_ISREG(st.st_mode):  # FIFO, socket, device: not a file an ERP exchanges
         raise PermissionError(errno.EACCES, "not a regular file")
+    if st.st_nlink > 1:  # a hard link planted here names a file elsewhere on the filesystem: never read it
+        raise PermissionError(errno.EACCES, "the file has another hard link (outside the dropzone, maybe); not read")
 
 
 def _fsync_dir(fd: int) -> None:
@@ -259,8 +261,13 @@ class LocalTransport(Transport):
         return data
 
     def write_file(self, path: str, data: bytes) -> None:
+        """Creates ``path`` afresh (O_EXCL): whatever had its name (our stale temp file, or a hard link or
+        symlink someone planted there) is unlinked first, never opened through."""
         with self._errors("write", path), self._parent(path) as (dir_fd, name):
-            fd = _open_file(dir_fd, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _display(path))
+            with suppress(FileNotFoundError):
+                if not S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    os.unlink(name, dir_fd=dir_fd)
+            fd = _open_file(dir_fd, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _display(path))
             with os.fdopen(fd, "wb") as fh:
                 _require_regular(fd)
                 fh.write(data)
@@ -304,9 +311,9 @@ class LocalTransport(Transport):
             return
         try:
             os.unlink(src_name, dir_fd=src_fd)
-        except FileNotFoundError:
-            # Someone else moved the same file meanwhile and their link came first:
-            # ours is a second copy of a file already filed. Take it back, report "not found".
+        except OSError:
+            # Someone else moved the same file meanwhile and their link came first (not found), or the source
+            # cannot be unlinked (a read-only directory): our link is a second name for it. Take it back.
             os.unlink(dst_name, dir_fd=dst_fd)
             raise
 

@@ -380,3 +380,18 @@ def test_a_chunk_of_acks_holds_at_most_a_few_megabytes() -> None:
     assert [len(c) for c in _chunks(small)] == [CHUNK, CHUNK, 50]
     huge = [RemoteFile("ack_x.json", CHUNK_BYTES * 2, None)]
     assert list(_chunks(huge)) == [huge]  # a file alone goes alone
+
+
+@pytest.mark.parametrize("dropzone", ["local"], indirect=True)
+def test_an_ack_that_is_a_hard_link_is_filed_unread(dropzone: Dropzone, sent_export: ERPExport, tmp_path) -> None:
+    """Issue 18: its bytes (a file elsewhere on the filesystem) would be stored and shown in the admin."""
+    import os
+
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(ack_body(sent_export, message="TOP-SECRET elsewhere"))
+    os.link(elsewhere, dropzone.outbound / f"ack_{stem(sent_export)}.json")
+    assert poll(dropzone).outcomes == {"malformed": 1}
+    assert ERPExport.objects.get().status == "SENT"
+    assert names(dropzone.failed) == [f"ack_{stem(sent_export)}.json"]
+    event = ConnectorEvent.objects.get(kind="ack_malformed")
+    assert "another hard link" in event.message and "TOP-SECRET" not in event.message + repr(event.details)

@@ -300,14 +300,13 @@ def test_symlinked_temp_or_final_file_is_never_written_through(local_settings, l
     (local_root / "inbound" / "b.json").symlink_to(outside / "secret.txt")
     (local_root / "inbound" / "c.json").write_bytes(b"c")
     with get_transport(local_settings()) as t:
-        expect(ErrorCode.SYMLINK, lambda: t.put_atomic("/inbound", "a.json", b"overwritten"))
+        t.put_atomic("/inbound", "a.json", b"ours")  # the link at the temp name went; a new file was made
         expect(ErrorCode.EXISTS, lambda: t.put_atomic("/inbound", "b.json", b"overwritten"))
         expect(ErrorCode.EXISTS, lambda: t.rename_no_overwrite("/inbound/c.json", "/inbound/b.json"))
-        expect(ErrorCode.SYMLINK, lambda: t.write_file("/inbound/b.json", b"overwritten"))
         t.remove("/inbound/b.json")  # removes the link, never its target
     assert (outside / "secret.txt").read_bytes() == b"TOP-SECRET"
-    # put_atomic cleaned up its failed temp: the link itself went, its target stayed.
-    assert sorted(os.listdir(local_root / "inbound")) == ["c.json"]
+    assert sorted(os.listdir(local_root / "inbound")) == ["a.json", "c.json"]
+    assert (local_root / "inbound" / "a.json").read_bytes() == b"ours"
 
 
 def test_file_symlink_as_directory_component_is_refused(local_settings, local_root: Path, outside) -> None:
@@ -356,3 +355,34 @@ def test_directory_swapped_for_a_symlink_mid_batch_never_leaks(local_settings, l
         swapper.join()
     assert snapshot(outside) == before and sorted(os.listdir(outside)) == ["secret.txt"]
     assert codes <= {ErrorCode.SYMLINK, ErrorCode.NOT_FOUND}
+
+
+# -- hard links planted in the dropzone (issue 18, finding 4) --------------------------------------------------
+
+
+def test_a_hard_link_planted_at_the_temp_name_is_replaced_never_written_through(local_settings, local_root,
+                                                                               outside) -> None:
+    """Anyone who can write the dropzone could plant ``<name>.json.tmp`` as a hard link to a file elsewhere on
+    the same filesystem: opened with O_TRUNC, the export overwrote that file."""
+    (local_root / "inbound").mkdir()
+    os.link(outside / "secret.txt", local_root / "inbound" / "a.json.tmp")
+    (local_root / "inbound" / "b.json.tmp").symlink_to(outside / "secret.txt")
+    with get_transport(local_settings()) as t:
+        t.put_atomic("/inbound", "a.json", b"our export")
+        t.put_atomic("/inbound", "b.json", b"our other export")
+    assert (outside / "secret.txt").read_bytes() == b"TOP-SECRET" and os.stat(outside / "secret.txt").st_nlink == 1
+    assert (local_root / "inbound" / "a.json").read_bytes() == b"our export"
+    assert (local_root / "inbound" / "b.json").read_bytes() == b"our other export"
+    assert sorted(os.listdir(local_root / "inbound")) == ["a.json", "b.json"]
+
+
+def test_a_file_with_another_hard_link_is_never_read(local_settings, local_root, outside) -> None:
+    """An "ack" that is a hard link to a file elsewhere: its bytes would be stored and shown in the admin."""
+    (local_root / "outbound").mkdir()
+    os.link(outside / "secret.txt", local_root / "outbound" / "ack_x.json")
+    with get_transport(local_settings()) as t:
+        err = expect(ErrorCode.PERMISSION, lambda: t.read_file("/outbound/ack_x.json", max_bytes=100))
+        assert "another hard link" in err.message
+        t.makedirs("/outbound/failed")
+        t.move_no_overwrite("/outbound/ack_x.json", "/outbound/failed")  # filing the name away is harmless
+    assert (outside / "secret.txt").read_bytes() == b"TOP-SECRET"
