@@ -84,6 +84,8 @@ class ERPConnection(models.Model):
     secrets_endpoint = models.CharField(max_length=64, blank=True, editable=False)
     last_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_poll_ok = models.BooleanField(null=True, editable=False)
+    # When a poll last worked: "seconds since the last successful poll" (/metrics) outlives failed polls.
+    last_poll_ok_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_poll_message = models.TextField(blank=True, editable=False)
     next_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
     # A poll claims the connection for a lease, and so does a delivery slice (docs/work-model.md): at most one
@@ -338,6 +340,9 @@ class EngineProcess(models.Model):
     polls = models.PositiveIntegerField(default=0)
     deliveries = models.PositiveIntegerField(default=0)
     cut_off = models.PositiveIntegerField(default=0, help_text="jobs cut off for exceeding their budget")
+    # The engine's counters and duration histograms since it started (connectors/observability/tallies.py),
+    # written with each heartbeat: /metrics in any web process adds up every engine on every machine.
+    metrics = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["-seen_at"]

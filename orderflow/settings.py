@@ -144,6 +144,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz, /readyz and /metrics answer before the host check and HTTPS redirect (probes by address).
+    "connectors.observability.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -334,3 +336,22 @@ ALERT_INBOX_STALE_MINUTES: int = max(1, env.int("ALERT_INBOX_STALE_MINUTES", def
 # Alerts: one mail a day per connection listing what is still wrong, at the first run after this local hour.
 ALERT_DAILY_DIGEST: bool = env.bool("ALERT_DAILY_DIGEST", default=False)
 ALERT_DIGEST_HOUR: int = min(23, max(0, env.int("ALERT_DIGEST_HOUR", default=7)))
+
+# -- Observability: /metrics, /healthz, /readyz (connectors/observability/, docs/observability.md) -----------
+# /metrics wants "Authorization: Bearer <METRICS_TOKEN>" when a token is set.  Without one it answers only with
+# METRICS_PUBLIC on (the default in dev and test): production without a token refuses scrapes, since the page
+# names every organization and connection.  Turn it on only where the network alone protects the port.
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+METRICS_PUBLIC: bool = env.bool("METRICS_PUBLIC", default=not PRODUCTION)
+# Organizations (or connections) with a label of their own in each metric; the rest are folded into "(other)".
+METRICS_LABEL_LIMIT: int = max(0, env.int("METRICS_LABEL_LIMIT", default=100))
+# A scrape's numbers are computed at most this often per web process (about the scrape interval).
+METRICS_CACHE_SECONDS: float = max(0.0, env.float("METRICS_CACHE_SECONDS", default=15.0))
+# Which /readyz checks decide 200 or 503 (all are reported): a web pod's readiness may leave out "engine".
+READYZ_CHECKS: list[str] = [c.strip() for c in env.list("READYZ_CHECKS", default=[
+    "database", "migrations", "broker", "engine", "schedules"]) if c.strip()]
+if set(READYZ_CHECKS) - {"database", "migrations", "broker", "engine", "schedules"}:
+    raise ImproperlyConfigured("READYZ_CHECKS names a check that does not exist; use some of: database, "
+                               "migrations, broker, engine, schedules.")
+# A probe or a scrape waits at most this long for Redis (the broker) before calling it unreachable.
+PROBE_TIMEOUT_SECONDS: float = min(30.0, max(0.1, env.float("PROBE_TIMEOUT_SECONDS", default=2.0)))

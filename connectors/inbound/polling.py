@@ -59,6 +59,7 @@ class PollReport:
     crowded: bool = False  # the ack dir holds more than LISTING_LIMIT entries: only the first are read
     ready_in: float | None = None  # a file seen waiting will be old enough in this many seconds
     inbox: dict[str, float] | None = None  # our files still in the ERP's inbox -> first seen (our clock)
+    bytes_read: int = 0  # of the ack files read (/metrics)
 
     def count(self, outcome: str, n: int = 1) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
@@ -234,6 +235,7 @@ class _Poll:
                 if isinstance(data, TransportError):
                     handled.append(self._unreadable(item, data))
                     continue
+                self.report.bytes_read += len(data)
                 try:
                     parsed.append((item.name, parse_ack(item.name, data)))
                 except MalformedAck as err:
@@ -360,6 +362,8 @@ def _finish(conn: ERPConnection, token: uuid.UUID, report: PollReport, listing: 
         health["inbox_seen"] = report.inbox
     if looked and not report.error:
         health["inbox_checked_at"] = now
+    if not report.error:
+        health["last_poll_ok_at"] = now
     ERPConnection.objects.filter(pk=conn.pk, poll_claim_token=token).update(
         last_poll_at=now, last_poll_ok=not report.error, last_poll_message=str(report)[:2000], ack_listing=listing,
         next_poll_at=next_poll_at(conn, report, started=started, now=now), poll_claim_token=None,

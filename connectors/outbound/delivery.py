@@ -65,6 +65,7 @@ class DeliveryReport:
     retrying: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     lost: int = 0  # outcomes not written: the claim had been taken over by another worker
+    bytes_sent: int = 0  # of the files the dropzone took (/metrics)
 
     @property
     def handled(self) -> int:
@@ -300,7 +301,7 @@ def _upload_all(session: Session, run: _Run, files: Iterator[Frozen], budget: Bu
     with closing(uploads) as results:
         for result in results:
             if result is not None:
-                (export, _data), outcome = result
+                (export, data), outcome = result
                 if isinstance(outcome, TransportError):
                     if budget is not None and budget.cut_off.is_set():
                         outcome = cut_off_error(budget, "delivery", outcome)
@@ -309,6 +310,7 @@ def _upload_all(session: Session, run: _Run, files: Iterator[Frozen], budget: Bu
                         session.faulted = True
                 else:
                     run.sent(export, outcome)
+                    run.report.bytes_sent += len(data)
             elif not run.lease.keep():
                 break
             run.flush_if_due()

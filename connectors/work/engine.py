@@ -24,6 +24,7 @@ from django.db import connections
 from django.utils import timezone
 
 from ..models import EngineProcess, ERPConnection
+from ..observability.tallies import WorkTally
 from . import jobs
 from .budget import Budget
 from .claims import Kind, claim, release, renew
@@ -72,6 +73,7 @@ class Engine:
         self.cache = SessionCache(size=settings.CONNECTOR_IDLE_SESSIONS,
                                   keep_seconds=settings.CONNECTOR_KEEP_SESSION_SECONDS)
         self.tally = Tally()
+        self.metrics = WorkTally()  # counters and durations for /metrics, written with the heartbeat
         self.in_flight: dict[tuple[Kind, int], Job] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -165,12 +167,17 @@ class Engine:
             release(job.kind, job.connection_id, job.token)
             return
         job.session = self.cache.take(connection, now=time.monotonic())
+        report: object = None
         try:
             if job.kind == Kind.POLL:
-                report: object = jobs.poll(job.connection_id, token=job.token, session=job.session,
-                                           budget=job.budget)
+                report = jobs.poll(job.connection_id, token=job.token, session=job.session, budget=job.budget)
             else:
                 report = jobs.deliver(job.connection_id, token=job.token, session=job.session, budget=job.budget)
+        except Exception:
+            self.metrics.job_done(str(job.kind), None, job.budget, raised=True)
+            raise
+        else:
+            self.metrics.job_done(str(job.kind), report, job.budget)
         finally:
             if self._stopping.is_set() or self.inline:
                 job.session.close()
@@ -215,7 +222,8 @@ class Engine:
     def _heartbeat(self, *, started: bool = False) -> None:
         now = timezone.now()
         values = {"seen_at": now, "busy": len(self.in_flight), "sessions": self.slots, "stopped_at": None,
-                  "polls": self.tally.polls, "deliveries": self.tally.deliveries, "cut_off": self.tally.cut_off}
+                  "polls": self.tally.polls, "deliveries": self.tally.deliveries, "cut_off": self.tally.cut_off,
+                  "metrics": self.metrics.snapshot()}
         if started:
             host, _, pid = self.name.rpartition(":")
             EngineProcess.objects.update_or_create(

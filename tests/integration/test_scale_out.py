@@ -24,6 +24,7 @@ from django.utils import timezone
 from connectors.models import ConnectorEvent, EngineProcess, ERPConnection, ERPExport
 from orderflow.models import DraftOrder, DraftOrderLine, Organization
 from tests.fixtures.dropzones import connection_from, names
+from tests.observability.scrape import scrape, total
 
 from . import child_env, manage, running, wait_until
 
@@ -101,6 +102,10 @@ def test_two_clusters_on_redis_deliver_and_apply_each_exactly_once(redis_url: st
         ERPConnection.objects.filter(pk=conn.pk).update(next_poll_at=timezone.now())
         wait_until(lambda: not DraftOrder.objects.exclude(status="CONFIRMED").exists(),
                    what=f"the clusters to apply {N} acks", timeout=240, alive=clusters[1])
+        # /metrics (issue 20) adds up both engines' tallies, written with their heartbeats every 5 s.
+        wait_until(lambda: (total(s := scrape(), "orderflow_delivery_files_total", result="sent") == N
+                            and total(s, "orderflow_ack_files_total", outcome="accepted") == N),
+                   what="both engines' tallies to add up on /metrics", timeout=30, alive=clusters[0])
 
     accepted = Counter(ConnectorEvent.objects.filter(kind="ack_accepted").values_list("export_id", flat=True))
     assert len(accepted) == N and max(accepted.values()) == 1  # each ack applied once
