@@ -13,3 +13,6 @@ class ConnectorsConfig(AppConfig):
         from .work.schedules import ensure_schedules
 
         post_migrate.connect(ensure_schedules, sender=self, dispatch_uid="connectors.ensure_schedules")
+        from .observability.logs import connect_task_context
+
+        connect_task_context()  # a django-q2 task's log lines carry its id

@@ -337,7 +337,17 @@ ALERT_INBOX_STALE_MINUTES: int = max(1, env.int("ALERT_INBOX_STALE_MINUTES", def
 ALERT_DAILY_DIGEST: bool = env.bool("ALERT_DAILY_DIGEST", default=False)
 ALERT_DIGEST_HOUR: int = min(23, max(0, env.int("ALERT_DIGEST_HOUR", default=7)))
 
-# -- Observability: /metrics, /healthz, /readyz (connectors/observability/, docs/observability.md) -----------
+# -- Observability: /metrics, /healthz, /readyz, JSON logs (connectors/observability/, docs/observability.md) --
+# Logs: "plain" (a line of text) or "json" (one JSON object per line with the organization, connection, export
+# and task ids where known), for web and workers alike.
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}.")
+if LOG_FORMAT == "json":
+    LOGGING["formatters"]["json"] = {"()": "connectors.observability.logs.JSONFormatter"}
+    LOGGING["handlers"]["console"]["formatter"] = "json"
+    # runserver's request lines (Django gives them a handler of their own) as JSON too.
+    LOGGING["loggers"]["django.server"] = {"handlers": ["console"], "level": "INFO", "propagate": False}
 # /metrics wants "Authorization: Bearer <METRICS_TOKEN>" when a token is set.  Without one it answers only with
 # METRICS_PUBLIC on (the default in dev and test): production without a token refuses scrapes, since the page
 # names every organization and connection.  Turn it on only where the network alone protects the port.

@@ -32,11 +32,17 @@ class EventSpec:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def log_ids(kind: str, connection_id: int | None, export_id: UUID | None) -> dict[str, Any]:
+    """What a JSON log line of the event carries besides its text (LOG_FORMAT=json)."""
+    return {"event": kind, "connection_id": connection_id, "export_id": str(export_id) if export_id else None}
+
+
 def event_statements(specs: Sequence[EventSpec]) -> list[Statement]:
     """The INSERT of these events, to run with other writes; mirrors them to the log (messages never carry
     secrets)."""
     for spec in specs:
-        logger.log(_LOG_LEVELS.get(spec.level, logging.INFO), "%s: %s", spec.kind, spec.message)
+        logger.log(_LOG_LEVELS.get(spec.level, logging.INFO), "%s: %s", spec.kind, spec.message,
+                   extra=log_ids(spec.kind, spec.connection_id, spec.export_id))
     return insert_statements([
         ConnectorEvent(connection_id=s.connection_id, export_id=s.export_id, kind=s.kind, level=s.level,
                        actor=s.actor, message=s.message, details=s.details)
@@ -62,7 +68,8 @@ def record_event(
     """Store one event and mirror it to the log (messages never carry secrets)."""
     if connection is None and export is not None:
         connection = export.connection
-    logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s: %s", kind, message)
+    logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s: %s", kind, message,
+               extra=log_ids(kind, connection.pk if connection else None, export.pk if export else None))
     return ConnectorEvent.objects.create(
         connection=connection, export=export, kind=kind, level=level, actor=actor, message=message,
         details=details or {},

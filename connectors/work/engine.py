@@ -24,6 +24,7 @@ from django.db import connections
 from django.utils import timezone
 
 from ..models import EngineProcess, ERPConnection
+from ..observability.logs import log_context
 from ..observability.tallies import WorkTally
 from . import jobs
 from .budget import Budget
@@ -169,10 +170,13 @@ class Engine:
         job.session = self.cache.take(connection, now=time.monotonic())
         report: object = None
         try:
-            if job.kind == Kind.POLL:
-                report = jobs.poll(job.connection_id, token=job.token, session=job.session, budget=job.budget)
-            else:
-                report = jobs.deliver(job.connection_id, token=job.token, session=job.session, budget=job.budget)
+            with log_context(organization_id=connection.organization_id, connection_id=job.connection_id,
+                             job=str(job.kind)):
+                if job.kind == Kind.POLL:
+                    report = jobs.poll(job.connection_id, token=job.token, session=job.session, budget=job.budget)
+                else:
+                    report = jobs.deliver(job.connection_id, token=job.token, session=job.session,
+                                          budget=job.budget)
         except Exception:
             self.metrics.job_done(str(job.kind), None, job.budget, raised=True)
             raise
