@@ -1,5 +1,6 @@
-"""Issue 9: secrets never leak — logs, events, exception texts, admin HTML (error pages and failed saves
-included), command output and dumpdata are all searched for the secret values."""
+"""Issue 9: secrets never leak — logs (plain and JSON), events, exception texts, admin HTML (error pages and
+failed saves included), command output, dumpdata, /metrics and the probes' bodies are all searched for the
+secret values."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from django.utils import timezone
 from connectors import forms as connector_forms
 from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
+from connectors.observability import metrics
+from connectors.observability.logs import JSONFormatter
 from connectors.outbound import delivery
 from tests.fixtures.dropzones import connection_from
 
@@ -105,6 +108,13 @@ def test_no_secret_appears_anywhere(conn: ERPConnection, admin_client: Client, m
         texts.append(out.getvalue())
     texts.append(capsys.readouterr().out)
     texts += [r.getMessage() + (str(r.exc_info[1]) if r.exc_info else "") for r in caplog.records]
+
+    # Observability (issue 20): the metrics page, the probes' bodies, and every log record as a JSON line.
+    metrics.forget()
+    scraped = Client().get("/metrics").content.decode()
+    assert f'connection="{conn.name}"' in scraped  # the failing connection is on the page
+    texts += [scraped, Client().get("/readyz").content.decode(), Client().get("/healthz").content.decode()]
+    texts += [JSONFormatter().format(r) for r in caplog.records]
 
     everything = "\n".join(texts)
     assert "gAAAA" in everything  # dumpdata did run: the ciphertext is there
