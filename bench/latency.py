@@ -107,12 +107,12 @@ class Zone:
             self.fields = dict(transport="sftp", host=s.host, port=s.port, username=s.username,
                                private_key=s.private_key, host_key=s.host_key)  # fmt: skip
         else:
-            root = scratch / "dropzone" / "latency"  # the connection's host: a sub-directory of the root
+            root = scratch / "dropzone" / "latency"  # organization "latency"'s own directory of the root
             self.export_dir, self.ack_dir = root / "inbound", root / "outbound"
             self.export_dir.mkdir(parents=True)
             self.ack_dir.mkdir()
             self.export_remote, self.ack_remote = "/inbound", "/outbound"
-            self.fields = dict(transport="local", host="latency")
+            self.fields = dict(transport="local", host="")
 
     def stop(self) -> None:
         if self.sshd is not None:

@@ -20,7 +20,7 @@ from .models import ERPConnection
 
 DEMO_ORGANIZATION = "demo"
 DEMO_CONNECTION = "Demo dropzone (local)"
-DEMO_HOST = "demo"  # the connection's sub-directory of LOCAL_DROPZONE_ROOT
+DEMO_HOST = ""  # the organization's own directory of LOCAL_DROPZONE_ROOT (var/dropzone/demo), no sub-directory
 
 
 @transaction.atomic
@@ -28,7 +28,7 @@ def load_demo() -> list[str]:
     """The demo organization and drafts, and its active local connection; safe to rerun."""
     created = load_demo_orders()
     org = Organization.objects.get(slug=DEMO_ORGANIZATION)
-    root = Path(settings.LOCAL_DROPZONE_ROOT) / DEMO_HOST
+    root = Path(settings.LOCAL_DROPZONE_ROOT) / DEMO_ORGANIZATION
     for sub in ("inbound", "outbound", "outbound/processed", "outbound/failed"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     conn, made = ERPConnection.objects.get_or_create(
@@ -52,7 +52,7 @@ def not_the_demo(conn: ERPConnection | None) -> str:
         return "the demo connection no longer exists"
     if conn.organization.slug != DEMO_ORGANIZATION or conn.name != DEMO_CONNECTION:
         return f"connection {conn.pk} is no longer the demo's ({DEMO_ORGANIZATION} / {DEMO_CONNECTION})"
-    if conn.transport != "local" or conn.host != DEMO_HOST:
+    if conn.transport != "local" or conn.host.strip("/") != DEMO_HOST:
         # A real ERP's dropzone: answering (and removing) its files would take orders away from that ERP.
         return f"connection {conn.pk} no longer points at the demo's local dropzone"
     return ""

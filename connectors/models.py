@@ -18,6 +18,7 @@ from orderflow.models import DraftOrder, Organization
 
 from .crypto import EncryptedTextField, Sealed
 from .endpoints import SECRET_FIELDS, endpoint_digest
+from .services import tenancy
 from .transports import TRANSPORT_CHOICES, ErrorCode, TransportError, TransportSettings, default_port
 from .transports.base import pinned_lines
 
@@ -32,8 +33,8 @@ class ERPConnection(models.Model):
     transport = models.CharField(max_length=10, choices=TRANSPORT_CHOICES, default="sftp")
     host = models.CharField(
         max_length=255, blank=True,
-        help_text="SFTP/FTP/FTPS: the server's name or address. Local: a sub-directory of the operator's "
-        "LOCAL_DROPZONE_ROOT (optional); every path below is taken inside it.",
+        help_text="SFTP/FTP/FTPS: the server's name or address. Local: a sub-directory of the organization's "
+        "directory of the operator's LOCAL_DROPZONE_ROOT (optional); every path below is taken inside it.",
     )
     port = models.PositiveIntegerField(
         null=True, blank=True, validators=[MaxValueValidator(65535)], help_text="Empty: the protocol's default."
@@ -140,10 +141,15 @@ class ERPConnection(models.Model):
             if value and (".." in value.split("/") or "\x00" in value):
                 errors[field] = "The path may not contain '..' or NUL."
         if self.transport == "local" and (".." in self.host.split("/") or "\x00" in self.host):
-            errors["host"] = "The sub-directory may not contain '..' or NUL: local dropzones stay inside " \
-                             "LOCAL_DROPZONE_ROOT."
+            errors["host"] = "The sub-directory may not contain '..' or NUL: a local dropzone stays inside its " \
+                             "organization's directory of LOCAL_DROPZONE_ROOT."
         if not self.temp_suffix.startswith(".") or "/" in self.temp_suffix:
             errors["temp_suffix"] = "The temp suffix must start with '.' and contain no '/', e.g. '.tmp'."
+        for name in tenancy.outside_its_ack_dir(self):
+            errors.setdefault(name, "Processed and failed answers stay inside the ack dir's tree: a directory "
+                                    "below it, or empty for the default.")
+        if not errors and self.organization_id and tenancy.clashes(self):
+            errors["export_path"] = tenancy.CLASH[0].upper() + tenancy.CLASH[1:] + "."
         if errors:
             raise ValidationError(errors)
 
@@ -216,6 +222,8 @@ class ERPConnection(models.Model):
         if self.has_secrets() and self.secrets_endpoint not in ("", self.endpoint_digest()):  # "": loaded raw
             raise TransportError("the stored credentials were saved for another server, user or host key; "
                                  "type them again for this one", permanent=True, code=ErrorCode.CONFIG)
+        if tenancy.clashes(self):  # a row written behind the form's back: nothing is sent there
+            raise TransportError(f"stopped: {tenancy.CLASH}", permanent=True, code=ErrorCode.CONFIG)
         return TransportSettings(
             kind=self.transport,
             host=self.host,
@@ -230,6 +238,7 @@ class ERPConnection(models.Model):
             operation_timeout=float(self.operation_timeout_seconds),
             upload_channels=self.upload_channels,
             local_root=str(settings.LOCAL_DROPZONE_ROOT) if self.transport == "local" else "",
+            local_tenant=self.organization.slug if self.transport == "local" else "",
         )
 
 

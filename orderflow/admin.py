@@ -41,8 +41,12 @@ class OrganizationAdmin(OrganizationScopedAdmin):
     filter_horizontal = ("members",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
-        # Who belongs to an organization is the superusers' decision: members cannot widen their own reach.
-        return () if request.user.is_superuser else ("members",)
+        # Who belongs to an organization, and its slug (which names its local dropzone directory and its export
+        # files), are the superusers' decision: members can neither widen their reach nor move their ground.
+        return () if request.user.is_superuser else ("slug", "members")
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Organization | None = None) -> dict:
+        return super().get_prepopulated_fields(request, obj) if request.user.is_superuser else {}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.is_superuser

@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 from orderflow import devenv
 from tests.test_settings import ROOT, clean_env
 
+
 def readme_production_environment() -> dict[str, str]:
     """The environment the README's Production section tells an operator to set, with keys generated for the
     placeholders and the database this suite can reach (the check connects to nothing else)."""

@@ -69,3 +69,24 @@ def test_archived_files_move_into_their_rows_and_back(
     old_export = migrate(BEFORE).get_model("connectors", "ERPExport")
     back = old_export.objects.get(pk=kept.pk)
     assert back.payload.name and back.payload.read() == raw
+
+
+def test_local_dropzones_move_into_their_organizations_directory(
+        org, capsys: pytest.CaptureFixture[str]) -> None:
+    """0018 (issue 18): a host that named the organization's own directory keeps resolving to the same place."""
+    today = latest()
+    try:
+        old = migrate([("connectors", "0017_observability")])
+        connection = old.get_model("connectors", "ERPConnection")
+        same = connection.objects.create(organization_id=org.pk, name="same", transport="local", host="acme/erp")
+        mine = connection.objects.create(organization_id=org.pk, name="mine", transport="local", host="acme")
+        elsewhere = connection.objects.create(organization_id=org.pk, name="elsewhere", transport="local",
+                                              host="shared")
+        migrate(today)
+    finally:
+        migrate(today)
+    hosts = dict(ERPConnection.objects.values_list("name", "host"))
+    assert hosts == {"same": "erp", "mine": "", "elsewhere": "shared"}
+    out = capsys.readouterr().out
+    assert f"connection {elsewhere.pk} (elsewhere): move <root>/shared to <root>/acme/shared" in out
+    assert str(same.pk) + " (" not in out and f"connection {mine.pk} " not in out

@@ -77,7 +77,7 @@ def form_data(conn: ERPConnection, **overrides: str) -> dict[str, str]:
         "organization": str(conn.organization_id), "name": conn.name, "transport": conn.transport,
         "host": conn.host, "port": "", "username": conn.username, "host_key": "",
         "password": "", "private_key": "", "private_key_passphrase": "",
-        "export_path": "/inbound", "ack_path": "/outbound", "processed_path": "", "failed_path": "",
+        "export_path": conn.export_path, "ack_path": conn.ack_path, "processed_path": "", "failed_path": "",
         "temp_suffix": ".tmp", "min_ack_age_seconds": "10", "poll_interval_seconds": "60",
         "connect_timeout_seconds": "10", "operation_timeout_seconds": "30", "max_attempts": "8", "upload_channels": "4",
         "mapping": "{}", "is_active": "on",
@@ -180,7 +180,8 @@ def foreign_conn(secret_conn: ERPConnection, make_connection, make_draft) -> ERP
     other = Organization.objects.create(slug="other", name="Other GmbH")
     with override_settings(FIELD_ENCRYPTION_KEYS=[Fernet.generate_key().decode()]):
         conn = make_connection(organization=other, name="Lost key", transport="sftp", host="127.0.0.1",
-                               username="erp", password="lost-key-Pw1", private_key=PRIVATE_KEY)
+                               username="erp", password="lost-key-Pw1", private_key=PRIVATE_KEY,
+                               export_path="/other/inbound", ack_path="/other/outbound")  # its own directories
     export = ERPExport.objects.create(draft=make_draft(organization=other), connection=conn)
     ConnectorEvent.objects.create(connection=conn, export=export, kind="test", message="an event")
     return conn

@@ -60,8 +60,10 @@ class TransportSettings:
     operation_timeout: float = 30.0
     #: Uploads in flight at once over one connection, where the protocol allows it (SFTP channels).
     upload_channels: int = 2
-    #: Local transport only: the operator's jail (LOCAL_DROPZONE_ROOT); every path resolves inside it.
+    #: Local transport only: the operator's jail (LOCAL_DROPZONE_ROOT); every path resolves inside it ...
     local_root: str = ""
+    #: ... and inside this directory of it (the organization's slug), made when missing; "": the root itself.
+    local_tenant: str = ""
 
 
 def pinned_lines(host_key: str) -> list[str]:

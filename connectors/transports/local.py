@@ -2,10 +2,12 @@
 
 ``settings.local_root`` is the operator's jail (``LOCAL_DROPZONE_ROOT``); it is
 resolved once when the transport opens and may itself be a symlink.
-``settings.host``, when set, is the connection's own sub-directory inside it
-(``acme``).  Every path the pipeline passes (``/inbound``,
-``outbound/processed``) resolves inside root[/host], like on an FTP server with
-a chroot; ``..`` and NUL are refused.
+``settings.local_tenant`` is the organization's own directory of it (its slug,
+made when missing; never a symlink): one organization's connections cannot
+reach another's.  ``settings.host``, when set, is the connection's own
+sub-directory inside that (``erp``).  Every path the pipeline passes
+(``/inbound``, ``outbound/processed``) resolves inside root/tenant[/host], like
+on an FTP server with a chroot; ``..`` and NUL are refused.
 
 Below the root, symlinks are input from the ERP, never a way out: every
 directory component is opened with ``O_NOFOLLOW`` relative to its parent's
@@ -164,9 +166,22 @@ class LocalTransport(Transport):
                                  code=ErrorCode.IO) from err
         try:
             with self._errors("open", self.settings.host):
+                if self.settings.local_tenant:
+                    tenant_fd = self._tenant(root_fd, self.settings.local_tenant)
+                    os.close(root_fd)
+                    root_fd = tenant_fd
                 return self._descend(root_fd, host)
         finally:
             os.close(root_fd)
+
+    @staticmethod
+    def _tenant(root_fd: int, name: str) -> int:
+        """The organization's directory of the root (made when missing), entered without following a link."""
+        if "/" in name or name in ("", ".", ".."):
+            raise _BadPath("names no directory of its own")
+        with suppress(FileExistsError):
+            os.mkdir(name, 0o750, dir_fd=root_fd)
+        return _enter(root_fd, name, "/")
 
     def _base(self) -> int:
         if self._base_fd is None:  # used without open(): open quietly

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from connectors.contract.acks import ACK_MAX_BYTES, ACK_MAX_DEPTH, ERP_ORDER_NUMBER_MAX
 from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
+from connectors.services.tenancy import local_root_of
 from orderflow.models import DraftOrder, DraftOrderLine
 
 EXPORTS = 3
@@ -352,7 +353,7 @@ def _check_database(plans: list[Planned], exports: list[ERPExport]) -> None:
 
 @pytest.fixture
 def world(org, tmp_path, make_draft):
-    return lambda: _fresh_world(org, tmp_path, make_draft)
+    return lambda: _fresh_world(org, local_root_of(org), make_draft)
 
 
 @settings(max_examples=60, deadline=None, database=None,

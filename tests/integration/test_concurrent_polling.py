@@ -42,11 +42,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connection as db
 from django.utils import timezone
 
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
+from connectors.services.tenancy import local_root_of
 from orderflow.models import DraftOrder, Organization
 from tests.fixtures.dropzones import names
 
@@ -128,20 +128,20 @@ def finish(pollers: list[Poller]) -> None:
         assert poller.child.wait() == 0, poller.child.output
 
 
-def jailed(path: Path) -> str:
-    """A local connection's path: inside LOCAL_DROPZONE_ROOT (the test's tmp dir)."""
-    return "/" + str(path.relative_to(settings.LOCAL_DROPZONE_ROOT))
+def jailed(path: Path, organization: Organization) -> str:
+    """A local connection's path: inside its organization's directory of LOCAL_DROPZONE_ROOT (the test's tmp dir)."""
+    return "/" + str(path.relative_to(local_root_of(organization)))
 
 
 def make_dropzone(root: Path, slug: str, count: int) -> Dropzone:
     """An organization with an active local connection, ``count`` SENT exports and one ack file each."""
     organization = Organization.objects.create(slug=slug, name=f"Org {slug}")
-    inbound, outbound = root / slug / "inbound", root / slug / "outbound"
+    inbound, outbound = local_root_of(organization) / "inbound", local_root_of(organization) / "outbound"
     inbound.mkdir(parents=True)
     outbound.mkdir()
     connection = ERPConnection.objects.create(
         organization=organization, name="ERP", transport="local", is_active=True,
-        export_path=jailed(inbound), ack_path=jailed(outbound), min_ack_age_seconds=0,
+        export_path=jailed(inbound, organization), ack_path=jailed(outbound, organization), min_ack_age_seconds=0,
     )
     ids = [uuid.uuid4() for _ in range(count)]
     files = [f"20261126T120501Z_{slug}_PO-{n:04d}_{str(pk)[:8]}.json" for n, pk in enumerate(ids)]

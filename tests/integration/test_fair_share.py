@@ -13,11 +13,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from connectors.models import ERPConnection, ERPExport
 from connectors.outbound.pushing import push_drafts
+from connectors.services.tenancy import local_root_of
 from orderflow.models import DraftOrder, DraftOrderLine, Organization
 from tests.fixtures.dropzones import connection_from, names
 from tests.servers.dripping import DrippingFTPServer
@@ -30,12 +30,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("transactional_db")]
 def test_a_slow_erp_does_not_delay_another_organizations_push(tmp_path: Path) -> None:
     slow_org = Organization.objects.create(slug="slow", name="Slow ERP Ltd")
     org = Organization.objects.create(slug="acme", name="ACME")
-    zone = tmp_path / "acme"
+    zone = local_root_of(org)
     for sub in ("inbound", "outbound"):
         (zone / sub).mkdir(parents=True)
-    jail = "/" + str(zone.relative_to(settings.LOCAL_DROPZONE_ROOT))
     ERPConnection.objects.create(organization=org, name="ERP", transport="local", is_active=True,
-                                 export_path=f"{jail}/inbound", ack_path=f"{jail}/outbound",
+                                 export_path="/inbound", ack_path="/outbound",
                                  next_poll_at=timezone.now() + timedelta(hours=1))
     draft = DraftOrder.objects.create(organization=org, order_number="PO-1", order_date=timezone.now().date(),
                                       customer_number="C-1", customer_name="Müller")

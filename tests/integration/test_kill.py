@@ -36,6 +36,7 @@ from django.utils import timezone
 from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from connectors.outbound import delivery
+from connectors.services.tenancy import local_root_of
 from connectors.work.engine import Engine
 from orderflow.models import DraftOrder, DraftOrderLine, Organization
 
@@ -45,15 +46,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("transactional_db", "syn
 SCHEDULE_EVERY = 2.0  # seconds between this test's schedule runs (the real one runs every minute)
 
 
-def make_connection(root: Path) -> tuple[ERPConnection, Path, Path]:
+def make_connection() -> tuple[ERPConnection, Path, Path]:
     org = Organization.objects.create(slug="acme", name="ACME")
-    inbound, outbound = root / "inbound", root / "outbound"
+    inbound, outbound = local_root_of(org) / "zone" / "inbound", local_root_of(org) / "zone" / "outbound"
     inbound.mkdir(parents=True)
     outbound.mkdir()
-    jail = Path(settings.LOCAL_DROPZONE_ROOT)
     conn = ERPConnection.objects.create(
         organization=org, name="ERP", transport="local", is_active=True, min_ack_age_seconds=0,
-        export_path="/" + str(inbound.relative_to(jail)), ack_path="/" + str(outbound.relative_to(jail)))
+        export_path="/zone/inbound", ack_path="/zone/outbound")
     return conn, inbound, outbound
 
 
@@ -92,7 +92,7 @@ class ERP(threading.Thread):
 
 def test_deliveries_of_a_killed_worker_resume_within_the_lease(tmp_path: Path) -> None:
     assert settings.CLAIM_LEASE_SECONDS == 60 and settings.Q_CLUSTER["timeout"] == 300  # the defaults
-    conn, inbound, _outbound = make_connection(tmp_path / "zone")
+    conn, inbound, _outbound = make_connection()
     drafts = make_drafts(conn.organization, 1500, status=DraftOrder.Status.APPROVED)
     ERPExport.objects.bulk_create(ERPExport(draft=d, connection=conn, next_attempt_at=timezone.now())
                                   for d in drafts)
@@ -125,7 +125,7 @@ def test_deliveries_of_a_killed_worker_resume_within_the_lease(tmp_path: Path) -
 
 
 def test_polls_of_a_killed_worker_resume_within_the_lease(tmp_path: Path) -> None:
-    conn, _inbound, outbound = make_connection(tmp_path / "zone")
+    conn, _inbound, outbound = make_connection()
     drafts = make_drafts(conn.organization, 1500, status=DraftOrder.Status.PUSHED)
     exports = ERPExport.objects.bulk_create(
         ERPExport(id=uuid.uuid4(), draft=d, connection=conn, status="SENT", sent_at=timezone.now(),

@@ -18,10 +18,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from connectors.models import ConnectorEvent, EngineProcess, ERPConnection, ERPExport
+from connectors.services.tenancy import local_root_of
 from orderflow.models import DraftOrder, DraftOrderLine, Organization
 from tests.fixtures.dropzones import connection_from, names
 from tests.observability.scrape import scrape, total
@@ -58,10 +58,9 @@ def dropzone(transport: str, org: Organization, request: pytest.FixtureRequest, 
         conn = connection_from(request.getfixturevalue("sftp_settings")(), org, export_path=f"{remote}/inbound",
                                ack_path=f"{remote}/outbound")
     else:
-        zone = tmp_path / "zone"
-        jail = "/" + str(zone.relative_to(settings.LOCAL_DROPZONE_ROOT))
+        zone = local_root_of(org) / "zone"
         conn = ERPConnection.objects.create(organization=org, name="ERP", transport="local", is_active=True,
-                                            export_path=f"{jail}/inbound", ack_path=f"{jail}/outbound",
+                                            export_path="/zone/inbound", ack_path="/zone/outbound",
                                             min_ack_age_seconds=0)
     (zone / "inbound").mkdir(parents=True, exist_ok=True)
     (zone / "outbound").mkdir(exist_ok=True)
@@ -116,14 +115,12 @@ def test_two_clusters_on_redis_deliver_and_apply_each_exactly_once(redis_url: st
 def test_two_clusters_share_200_connections_fairly(redis_url: str, tmp_path: Path) -> None:
     """Every connection polled on time, by whichever cluster has a free thread: both do a fair part, and
     no connection is ever polled by both at once (each poll's claim; the events would show a second one)."""
-    zone = tmp_path / "zones"
-    jail = "/" + str(zone.relative_to(settings.LOCAL_DROPZONE_ROOT))
     conns = []
     for n in range(200):
         org = Organization.objects.create(slug=f"org{n}", name=f"Org {n}")
-        (zone / str(n)).mkdir(parents=True)
+        (local_root_of(org) / "zone").mkdir(parents=True)
         conns.append(ERPConnection(organization=org, name="ERP", transport="local", is_active=True,
-                                   export_path=f"{jail}/{n}", ack_path=f"{jail}/{n}", poll_interval_seconds=10))
+                                   export_path="/zone", ack_path="/zone", poll_interval_seconds=10))
     ERPConnection.objects.bulk_create(conns)
     env = child_env(tmp_path / "media", REDIS_URL=redis_url, LOG_LEVEL="WARNING", CONNECTOR_SESSIONS="4")
     polls: dict[int, list] = {c.pk: [] for c in ERPConnection.objects.all()}

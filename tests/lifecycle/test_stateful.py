@@ -42,6 +42,7 @@ from connectors.inbound import polling
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
 from connectors.outbound import delivery, pushing
 from connectors.services import lifecycle, overrides
+from connectors.services.tenancy import local_root_of
 from connectors.transports import ErrorCode, TransportError
 from connectors.transports.local import LocalTransport
 from orderflow.models import DraftOrder, DraftOrderLine, Organization
@@ -109,11 +110,11 @@ class Lifecycle(RuleBasedStateMachine):
 
     def _new_connection(self) -> ERPConnection:
         self.zones += 1
-        base = self.root / f"zone-{uuid.uuid4().hex[:12]}"
+        base = local_root_of(self.org) / f"zone-{uuid.uuid4().hex[:12]}"
         for sub in ("inbound", "outbound"):
             (base / sub).mkdir(parents=True)
         ERPConnection.objects.filter(organization=self.org).update(is_active=False)
-        relative = "/" + str(base.relative_to(self.root))
+        relative = "/" + str(base.relative_to(local_root_of(self.org)))
         return ERPConnection.objects.create(
             organization=self.org, name=f"ERP {self.zones}", transport="local", is_active=True, max_attempts=3,
             export_path=f"{relative}/inbound", ack_path=f"{relative}/outbound", min_ack_age_seconds=0)

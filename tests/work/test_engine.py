@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from connectors.inbound import polling
 from connectors.models import EngineProcess, ERPConnection
+from connectors.services.tenancy import local_root_of
 from connectors.transports import ErrorCode
 from connectors.work.claims import Kind
 from connectors.work.engine import Engine
@@ -131,9 +132,11 @@ def test_each_connection_is_polled_its_interval_after_its_last_poll(
     half second, as its tick): each is polled every 60 s, none late, none early."""
     clock = FakeNow(T0)
     monkeypatch.setattr(timezone, "now", clock)
-    (tmp_path / "zone").mkdir()
-    conns = [make_connection(name=f"ERP {n}", organization=Organization.objects.create(slug=f"o{n}", name=f"O{n}"),
-                             export_path="/zone", ack_path="/zone", poll_interval_seconds=60) for n in range(12)]
+    orgs = [Organization.objects.create(slug=f"o{n}", name=f"O{n}") for n in range(12)]
+    for organization in orgs:
+        (local_root_of(organization) / "zone").mkdir(parents=True)
+    conns = [make_connection(name=f"ERP {n}", organization=organization, export_path="/zone", ack_path="/zone",
+                             poll_interval_seconds=60) for n, organization in enumerate(orgs)]
     for n, conn in enumerate(conns):  # first polls spread over the minute, 5 s apart
         ERPConnection.objects.filter(pk=conn.pk).update(next_poll_at=T0 + timedelta(seconds=5 * n + 0.3))
     engine = Engine(inline=True)
