@@ -116,11 +116,11 @@ def setup_django(db_url: str, scratch: Path) -> None:
 
     call_command("migrate", verbosity=0, interactive=False)
     # Import the services now, so the whole run uses one version of them even while people edit the tree.
-    for module in ("pushing", "delivery", "polling"):
+    for module in ("outbound.pushing", "outbound.delivery", "inbound.polling", "work.jobs"):
         try:
-            importlib.import_module(f"connectors.services.{module}")
+            importlib.import_module(f"connectors.{module}")
         except Exception as err:  # noqa: BLE001 - reported again where the bench uses it
-            print(f"  ! connectors.services.{module} does not import: {type(err).__name__}: {err}")
+            print(f"  ! connectors.{module} does not import: {type(err).__name__}: {err}")
 
 
 class Bench:
