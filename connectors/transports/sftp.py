@@ -191,7 +191,9 @@ class SFTPTransport(Transport):
                 st.detail = self.where
             with self.step("Host key") as st:
                 key = self._handshake()
-                st.detail = f"{key.get_name()} {fingerprint(key.asbytes())}"
+                strict = "strict key exchange" if self._ssh and self._ssh.agreed_on_strict_kex else \
+                    "no strict key exchange (the server predates it)"
+                st.detail = f"{key.get_name()} {fingerprint(key.asbytes())}; {strict}"
             with self.step("Authentication") as st, self._errors("log in to"):
                 st.detail = self._authenticate()
             with self.step("SFTP session"), self._errors("start the SFTP session on"):
@@ -220,6 +222,7 @@ class SFTPTransport(Transport):
                 raise TimeoutError("key exchange")
             if not ssh.is_active():
                 raise ssh.get_exception() or paramiko.SSHException("key exchange failed")
+        self._refuse_terrapin(ssh)
         key = ssh.get_remote_server_key()
         name, got = key.get_name(), fingerprint(key.asbytes())
         facts = {"presented_key": f"{name} {key.get_base64()}", "presented_fingerprint": got}
@@ -238,6 +241,18 @@ class SFTPTransport(Transport):
                 code=ErrorCode.HOST_KEY_CHANGED, expected_fingerprint=expected, **facts,
             )  # fmt: skip
         return key
+
+    def _refuse_terrapin(self, ssh: paramiko.Transport) -> None:
+        """Terrapin (CVE-2023-48795) cuts messages from the start of a session whose server does no strict key
+        exchange, when the session runs a CBC cipher with an encrypt-then-MAC MAC: refused, before any secret."""
+        if ssh.agreed_on_strict_kex:
+            return
+        for cipher, mac in ((ssh.local_cipher, ssh.local_mac), (ssh.remote_cipher, ssh.remote_mac)):
+            if str(cipher).endswith("-cbc") and str(mac).endswith("-etm@openssh.com"):
+                ssh.close()
+                raise permanent(f"{self.where} negotiated {cipher} with {mac} without strict key exchange, which is "
+                                "open to the Terrapin attack (CVE-2023-48795); the server needs an update "
+                                "(OpenSSH 9.6, or a distribution's fix)", ErrorCode.CONFIG)
 
     def _authenticate(self) -> str:
         """Key first, then password; returns the method that worked."""
@@ -549,6 +564,13 @@ class SFTPTransport(Transport):
     def close_lanes(self, lanes: list[Transport]) -> None:
         """The lanes stay open for the next run; ``close()`` closes them with the connection."""
         return None
+
+
+def offered_algorithms() -> dict[str, list[str]]:
+    """What a connection offers the server, in order of preference (docs/setup-guide.md lists it)."""
+    kex = list(paramiko.Transport._preferred_kex) + ["kex-strict-c-v00@openssh.com"]
+    return {"kex": kex, "ciphers": list(paramiko.Transport._preferred_ciphers),
+            "macs": list(paramiko.Transport._preferred_macs), "host keys": list(paramiko.Transport._preferred_keys)}
 
 
 def _remote_file(name: str, attrs: paramiko.SFTPAttributes) -> RemoteFile:
