@@ -149,7 +149,7 @@ def _export(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str)
     export = model_admin.get_queryset(request).filter(pk=object_id).first() if _is_uuid(object_id) else None
     if export is None:
         raise Http404("No such ERP export.")
-    if not request.user.has_perm("connectors.download_payload"):
+    if not (request.user.has_perm("connectors.download_payload") and model_admin.has_view_permission(request, export)):
         raise PermissionDenied
     return export
 

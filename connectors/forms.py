@@ -9,12 +9,12 @@ from django.conf import settings
 from django.forms.fields import InvalidJSONInput
 
 from .contract.mapping import text_problem, validate_mapping
-from .crypto import keep_typed, typed_back
+from .crypto import Sealed, SecretDecryptionError, keep_typed, reveal, typed_back
 from .models import ERPConnection
 from .transports import TransportError
 from .transports.base import pinned_lines
 from .transports.ftps import pinned_digest
-from .transports.ssh_keys import parse_public_key
+from .transports.ssh_keys import load_private_key, parse_public_key
 
 SECRET_FIELDS = ("password", "private_key", "private_key_passphrase")
 
@@ -156,7 +156,21 @@ class ERPConnectionForm(forms.ModelForm):
                 cleaned[name] = ""
             elif not cleaned.get(name) and self.instance.pk:
                 cleaned[name] = getattr(self.instance, name)
+        self._check_private_key(cleaned)
         return cleaned
+
+    def _check_private_key(self, cleaned: dict[str, Any]) -> None:
+        """A key typed (or a passphrase typed for the stored key) must open, with its passphrase: said now, not
+        at the first test or poll.  The message names neither the key nor the passphrase."""
+        key, passphrase = cleaned.get("private_key"), cleaned.get("private_key_passphrase")
+        if not key or (isinstance(key, Sealed) and isinstance(passphrase, Sealed | None)):
+            return  # nothing new to check
+        try:
+            load_private_key(reveal(key), reveal(passphrase))
+        except SecretDecryptionError:
+            pass  # a stored secret this installation cannot read: its own error shows where it is used
+        except TransportError as err:
+            self.add_error("private_key", f"This private key cannot be used: {err.message}.")
 
     # -- typed secrets kept across a form error ------------------------------------------------
     def _purpose(self, name: str) -> str:

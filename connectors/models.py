@@ -174,6 +174,9 @@ class ERPConnection(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         cleared = self._keep_secrets_with_their_endpoint()
+        if not self.private_key and self.client_public_key:  # its private half is gone: the line means nothing
+            self.client_public_key = ""
+            cleared = [*cleared, "client_public_key"]
         update_fields = kwargs.get("update_fields")
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "secrets_endpoint", *cleared}
@@ -198,10 +201,7 @@ class ERPConnection(models.Model):
             if not only_keys_added:
                 cleared = [n for n in SECRET_FIELDS if isinstance(getattr(self, n), Sealed)]
                 for name in cleared:
-                    setattr(self, name, "")
-                if "private_key" in cleared and self.client_public_key:
-                    self.client_public_key = ""  # its private half is gone: generate a new pair for the new server
-                    cleared.append("client_public_key")
+                    setattr(self, name, "")  # a private key gone takes its public line with it (save())
                 self.secrets_cleared = cleared  # the admin tells the user to type them again
                 self.secrets_endpoint = current
                 return cleared

@@ -7,6 +7,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
 
@@ -31,6 +33,30 @@ def status_badge(value: str, label: str, colours: dict[str, str] = DRAFT_COLOURS
         'border-radius:4px;white-space:nowrap">{}</span>',
         value.lower(), colour, label,
     )
+
+
+class SuperusersOnlyUserAdmin(UserAdmin):
+    """Users are not an organization's rows: they belong to every organization (or none), so only superusers see
+    and change them.  This also closes the members autocomplete, which asks the user admin for view permission."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), SuperusersOnlyUserAdmin)
 
 
 @admin.register(Organization)

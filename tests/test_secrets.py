@@ -17,11 +17,11 @@ from django.urls import reverse
 
 from connectors.crypto import Sealed, SecretDecryptionError, looks_like_token
 from connectors.models import ConnectorEvent, ERPConnection, ERPExport
+from tests.servers.sshd import make_client_key
 
 PASSWORD = "s3cr3t-Pa55word!"
 PASSPHRASE = "correct horse battery staple"
-PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
-               "-----END OPENSSH PRIVATE KEY-----")
+PRIVATE_KEY = make_client_key("ed25519").private_key  # a real key: the form parses what is typed (issue 18)
 
 
 @pytest.fixture

@@ -100,6 +100,25 @@ def classify_name(name: str) -> tuple[str, str] | None:
     return None
 
 
+def unusable_answer_name(name: str) -> str | None:
+    """Why a file named like an answer (``ack_…json``, ``error_…json``) can never be one, or None.
+
+    Such a file is filed to the failed dir with this reason rather than left in the ack dir forever.
+    """
+    if classify_name(name) is not None or not name.startswith(("ack_", "error_")) or not name.endswith(".json"):
+        return None
+    if not _is_utf8(name):
+        return None  # no database stores it, not even in the reason: left alone, as any name not ours
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "the file name contains a control character"
+    return None
+
+
+def shown_name(name: str) -> str:
+    """A file name as a message may show it: control characters and anything not ASCII escaped (``\\x07``)."""
+    return ascii(name)[1:-1]
+
+
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")

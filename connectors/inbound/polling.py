@@ -28,7 +28,7 @@ from typing import Any
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from ..contract.acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ack
+from ..contract.acks import ACK_MAX_BYTES, MalformedAck, classify_name, parse_ack, shown_name, unusable_answer_name
 from ..models import ConnectorEvent, ERPConnection, ERPExport
 from ..services.events import EventSpec, record_events
 from ..services.lifecycle import AWAITING_ANSWER
@@ -188,6 +188,7 @@ class _Poll:
         listed = self.transport.list_dir(self.conn.ack_path, limit=LISTING_LIMIT)
         self.report.crowded = listed.truncated
         listing = [f for f in listed if classify_name(f.name)]
+        self._file_unusable([f.name for f in listed if f.name not in self.gone and unusable_answer_name(f.name)])
         now = _clock()
         ready, soonest = [], None
         for item in sorted(listing, key=lambda f: f.name):
@@ -214,6 +215,18 @@ class _Poll:
         # reaches further); a directory crowded with other files is read at the usual interval.
         self.report.more = self.report.more or (listed.truncated and bool(self.gone))
         return soonest
+
+    def _file_unusable(self, names: list[str]) -> None:
+        """Files named like answers that can never be one (a control character in the name): to the failed dir
+        with the reason, not left in the ack dir for every poll to pass over."""
+        if not names:
+            return
+        self.session.ensure_dirs(self.conn.effective_processed_path, self.conn.effective_failed_path)
+        handled = [Handled(name, "malformed", f"{shown_name(name)}: {unusable_answer_name(name)}") for name in names]
+        self._file_away(handled)
+        for h in handled:
+            self.report.count(h.outcome)
+            self.gone.add(h.name)
 
     def _note_changes(self) -> None:
         """One "still being written" event per file, when we first see it change."""

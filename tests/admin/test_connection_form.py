@@ -9,9 +9,9 @@ from django.urls import reverse
 
 from connectors.models import ConnectorEvent, ERPConnection
 from tests.fixtures.dropzones import connection_from
+from tests.servers.sshd import make_client_key
 
 PASSWORD = "typed-once-Pw-42"
-KEY_LINE = "-----BEGIN OPENSSH PRIVATE KEY-----"
 
 
 def data(conn: ERPConnection | None, org, **overrides: str) -> dict[str, str]:
@@ -30,7 +30,8 @@ def data(conn: ERPConnection | None, org, **overrides: str) -> dict[str, str]:
 
 def test_a_typed_secret_survives_a_form_error(admin_client: Client, org) -> None:
     add = reverse("admin:connectors_erpconnection_add")
-    page = admin_client.post(add, data(None, org, password=PASSWORD, private_key=KEY_LINE + "\nxx",
+    key = make_client_key("ed25519").private_key
+    page = admin_client.post(add, data(None, org, password=PASSWORD, private_key=key,
                                        temp_suffix="tmp"))  # the suffix is wrong: the form comes back
     html = page.content.decode()
     assert page.status_code == 200 and "The temp suffix must start with" in html
@@ -41,7 +42,7 @@ def test_a_typed_secret_survives_a_form_error(admin_client: Client, org) -> None
     # Sent again with the error fixed and the secret inputs left empty: the typed password is saved.
     admin_client.post(add, data(None, org, **kept))
     conn = ERPConnection.objects.get()
-    assert conn.transport_settings().password == PASSWORD
+    assert conn.transport_settings().password == PASSWORD and conn.transport_settings().private_key == key
 
 
 def test_a_kept_secret_is_bound_to_its_form(admin_client: Client, org, make_connection) -> None:
