@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from stat import S_ISDIR, S_ISLNK, S_ISREG
@@ -110,12 +111,29 @@ def _open_file(dir_fd: int, name: str, flags: int, shown: str) -> int:
 
 
 def _require_regular(fd: int) -> None:
-    st = os.fstat(fd)
-    if S_ISDIR(st.st_mode):
+    mode = os.fstat(fd).st_mode
+    if S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "Is a directory")
-    if not S_ISREG(st.st_mode):  # FIFO, socket, device: not a file an ERP exchanges
+    if not S_ISREG(mode):  # FIFO, socket, device: not a file an ERP exchanges
         raise PermissionError(errno.EACCES, "not a regular file")
-    if st.st_nlink > 1:  # a hard link planted here names a file elsewhere on the filesystem: never read it
+
+
+#: A file with two names may be in the middle of a move (link, then unlink: microseconds); it is looked at again
+#: this much later before it counts as a hard link planted here.
+_MOVE_SETTLE_SECONDS = 0.05
+
+
+def _require_single_link(fd: int, dir_fd: int, name: str) -> None:
+    """A hard link planted in the dropzone names a file elsewhere on the filesystem: never read through it.
+
+    Another poller moving the same file (after an expired claim) links it into processed/ before it unlinks it
+    here: that second name is gone a moment later (then the file is reported gone, as a move would be).
+    """
+    if os.fstat(fd).st_nlink == 1:
+        return
+    time.sleep(_MOVE_SETTLE_SECONDS)
+    os.stat(name, dir_fd=dir_fd, follow_symlinks=False)  # FileNotFoundError: it was moved meanwhile
+    if os.fstat(fd).st_nlink > 1:
         raise PermissionError(errno.EACCES, "the file has another hard link (outside the dropzone, maybe); not read")
 
 
@@ -269,6 +287,7 @@ class LocalTransport(Transport):
             fd = _open_file(dir_fd, name, os.O_RDONLY, _display(path))
             with os.fdopen(fd, "rb") as fh:
                 _require_regular(fd)
+                _require_single_link(fd, dir_fd, name)
                 data = fh.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise permanent(f"local read {_display(path)} failed: file exceeds {max_bytes} bytes",

@@ -294,7 +294,7 @@ def test_key_refused_then_password_accepted(sftp_settings, sftp_password_dir: Pa
 def test_the_pinned_host_key_type_is_asked_for(sftp_settings, sshd_server, kind):
     pinned = sshd_server.host_keys[kind]
     with connect(sftp_settings(host_key=pinned + " comment")) as t:
-        assert t.steps[1].detail == f"{pinned.split()[0]} {fingerprint(pinned)}"
+        assert t.steps[1].detail == f"{pinned.split()[0]} {fingerprint(pinned)}; strict key exchange"
 
 
 # -- failures -----------------------------------------------------------------------
